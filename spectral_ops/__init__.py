@@ -1,0 +1,29 @@
+r"""spectral_ops: spectral maps of matrices by matrix-product iterations.
+
+For :math:`B = U\,\mathrm{diag}(s)\,V^T`:
+
+* :func:`polar` -- :math:`UV^T`, the Muon update direction.
+
+Every function accepts arrays of any array-API library (NumPy, CuPy, PyTorch,
+JAX, ...), batched over leading dimensions, and returns an array of the
+caller's library, device and dtype.
+"""
+
+from .accuracy import SpectralReport, spectral_report
+from .coefficients import minimax_odd_quintic, polar_express_coefficients, polar_express_schedule
+from .polar import POLAR_METHODS, PolarPlan, polar, polar_plan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "polar",
+    "polar_plan",
+    "PolarPlan",
+    "POLAR_METHODS",
+    "spectral_report",
+    "SpectralReport",
+    "polar_express_coefficients",
+    "polar_express_schedule",
+    "minimax_odd_quintic",
+    "__version__",
+]

@@ -1,0 +1,453 @@
+r"""The polar factor :math:`\operatorname{polar}(B) = UV^T` of :math:`B = U\,\mathrm{diag}(s)\,V^T`.
+
+Methods (cost for an ``m x n`` input oriented so that ``m <= n``; one "product"
+is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
+
+``"polar_express"``
+    Per-step minimax-optimal odd quintics (Polar Express). 3 products a step:
+    ``A = XX^T`` (m x m), ``A @ A``, ``(bA + cA^2) X``. The step count comes from
+    ``floor`` and ``tol`` (worst-case error guaranteed in exact arithmetic).
+``"jordan"``
+    Muon's classic quintic (3.4445, -4.7750, 2.0315), 5 steps by default; the
+    same arithmetic as ``torch.optim.Muon`` and ``optax.contrib.muon``. It does
+    not converge: singular values end in roughly [0.68, 1.13].
+``"gram"``
+    Gram Newton-Schulz: the Polar Express polynomials ``p(x) = x h(x^2)`` run on
+    ``R = XX^T`` (m x m) and an accumulated ``Q`` with ``polar = Q X``; about
+    4 m x m products a step plus two ``m x n`` ones, fewer flops than
+    ``"polar_express"`` when ``n >> m``. Restarted after step 2 (``X <- QX``,
+    ``R <- XX^T``, ``Q <- I``) so round-off in ``R`` cannot grow.
+``"qdwh"``
+    QR-based dynamically weighted Halley iteration (Nakatsukasa-Bai-Gygi),
+    switching to a linear-solve (Cholesky-form) step once the weight ``c`` is
+    small. Accurate to the working precision for any condition number, at
+    most 6 iterations in float64; uses ``linalg.qr`` and ``linalg.solve``.
+``"svd"``
+    Exact reference through the thin SVD (16-bit inputs are decomposed in
+    float32, the only internal up-cast: no library has a 16-bit SVD).
+``"auto"``
+    The fastest method that meets the accuracy asked for: see :func:`polar_plan`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import _backbone as bb
+from .coefficients import JORDAN_COEFFICIENTS, polar_express_schedule
+
+__all__ = ["polar", "polar_plan", "PolarPlan", "POLAR_METHODS", "default_tol"]
+
+POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd")
+
+#: Default worst-case accuracy target per compute dtype, ``|sigma_out - 1|`` for
+#: singular values above the floor. Tighter than round-off would be wasted steps.
+_DEFAULT_TOL = {"float64": 1e-12, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
+
+@dataclass(frozen=True)
+class PolarPlan:
+    """What :func:`polar` will do for a given input.
+
+    Attributes
+    ----------
+    method : str
+        The method that runs (``"auto"`` resolved).
+    steps : int
+        Iterations (0 for ``"svd"``).
+    matmuls : int
+        Matrix products per matrix (QR, solves and SVDs not included).
+    flops : float
+        Flops of those products per matrix (``2 m n k`` each).
+    error_bound : float or None
+        Guaranteed worst-case ``|sigma_out - 1|`` for singular values at or
+        above ``floor * s_max``, in exact arithmetic (None where no such bound
+        is known, e.g. ``"jordan"``, which does not converge).
+    lower : float or None
+        The design lower end of the normalised spectrum (Polar Express, Gram).
+    """
+
+    method: str
+    steps: int
+    matmuls: int
+    flops: float
+    error_bound: float | None
+    lower: float | None
+
+
+def default_tol(dtype_name: str) -> float:
+    return _DEFAULT_TOL[dtype_name]
+
+
+def _dtype_name(xp, dtype) -> str:
+    return bb._dtype_name(xp, dtype)
+
+
+def _design_lower(floor: float, m: int, dtype_eps: float) -> float:
+    # After the Gram-based rescaling the largest singular value is at least
+    # s_max / (m^(1/8) (1 + eps)) of the scale (see _tight_start), so a singular
+    # value floor * s_max lands at or above this:
+    return floor / (m ** 0.125 * (1.0 + dtype_eps))
+
+
+def _qdwh_schedule(lower: float, eps: float):
+    """Host-side weights (a, b, c) of QDWH, iterated until the lower bound is ~1."""
+    weights, l = [], lower
+    while 1.0 - l > eps and len(weights) < 20:
+        l2 = l * l
+        dd = (4.0 * (1.0 - l2) / (l2 * l2)) ** (1.0 / 3.0)
+        sqd = math.sqrt(1.0 + dd)
+        a = sqd + 0.5 * math.sqrt(8.0 - 4.0 * dd + 8.0 * (2.0 - l2) / (l2 * sqd))
+        b = (a - 1.0) ** 2 / 4.0
+        c = a + b - 1.0
+        weights.append((a, b, c))
+        l = min(1.0, l * (a + b * l2) / (1.0 + c * l2))
+    return weights
+
+
+def _count(method: str, m: int, n: int, steps: int) -> tuple[int, float]:
+    """Matrix products and their flops per matrix for an m x n (m <= n) input."""
+    mmn, mmm = 2.0 * m * m * n, 2.0 * m * m * m
+    if method in ("polar_express", "jordan"):
+        return 3 * steps, steps * (2 * mmn + mmm)
+    if method == "gram":
+        # R0, R0^2; then per step: R^2 (not step 0), H@Q (not step 0), H R H (not last)
+        # restart after step 2 adds QX, XX^T; final QX
+        prods = [("mmn", 1), ("mmm", 1)]
+        for t in range(steps):
+            if t == 2 and steps > 2:
+                prods += [("mmn", 2)]
+            if t > 0:
+                prods += [("mmm", 1)]  # R^2
+            if t > 0 and t != 2:
+                prods += [("mmm", 1)]  # H @ Q
+            if t < steps - 1 and t != 1:
+                prods += [("mmm", 2)]  # H R H
+        prods += [("mmn", 1)]
+        k = sum(c for _, c in prods)
+        f = sum(c * (mmn if kind == "mmn" else mmm) for kind, c in prods)
+        return k, f
+    if method == "qdwh":
+        # the Gram product of a Cholesky-form step and the solve's right-hand side
+        # are the only products counted; QR and solves are listed separately
+        return steps, steps * mmn
+    return 0, 0.0
+
+
+def _cpu_prefers_svd(m: int, n: int, steps: int) -> bool:
+    """Measured crossover on CPUs: LAPACK's SVD beats ~steps x 3 GEMMs on small inputs."""
+    # SVD (gesdd) of an m x n matrix, m <= n, costs about 4 m^2 n + 22 m^3 flops at
+    # a few times lower throughput than GEMM; the iteration costs
+    # steps * (4 m^2 n + 2 m^3) at GEMM speed.
+    svd_cost = _SVD_SLOWDOWN * (4.0 * m * m * n + 22.0 * m**3)
+    iter_cost = steps * (4.0 * m * m * n + 2.0 * m**3)
+    return svd_cost < iter_cost
+
+
+#: How many times slower per flop LAPACK's SVD runs than GEMM on CPUs (measured).
+_SVD_SLOWDOWN = 4.0
+
+
+def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: float = 1e-3,
+               tol: float | None = None, compute_dtype=None) -> PolarPlan:
+    """What :func:`polar` would run on ``B``, without running it.
+
+    Takes the same arguments as :func:`polar` and returns a :class:`PolarPlan`.
+    ``method="auto"`` resolves as follows:
+
+    * when ``tol`` is below what the matmul iterations reach in the compute dtype
+      (``tol < 1e3 eps``), ``"qdwh"`` on accelerators and ``"svd"`` on CPUs;
+    * on CPUs, ``"svd"`` where LAPACK's SVD is cheaper than the Polar Express
+      iteration by the measured cost model (small or very ill-posed inputs),
+      else ``"polar_express"``;
+    * on accelerators, ``"polar_express"``.
+    """
+    xp = bb._validate_array(B, "B")
+    dtype = bb.resolve_dtype(xp, compute_dtype, B.dtype)
+    return _plan(xp, B, B.shape, dtype, method, steps, floor, tol)
+
+
+def _check_options(method, steps, floor, tol):
+    if method not in POLAR_METHODS:
+        raise ValueError(f"method must be one of {POLAR_METHODS}; got {method!r}.")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise ValueError(f"steps must be a positive integer or None; got {steps!r}.")
+    if steps is not None and method == "svd":
+        raise ValueError("steps does not apply to method='svd'; leave it as None.")
+    if not (isinstance(floor, (int, float)) and 0 < floor < 1):
+        raise ValueError(
+            f"floor must be a number in (0, 1), the relative singular value above which "
+            f"the accuracy target holds; got {floor!r}."
+        )
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
+
+
+def _plan(xp, B, shape, dtype, method, steps, floor, tol) -> PolarPlan:
+    _check_options(method, steps, floor, tol)
+    m, n = sorted(shape[-2:])
+    name = _dtype_name(xp, dtype)
+    eps = bb.dtype_eps(xp, dtype)
+    tol = _DEFAULT_TOL[name] if tol is None else float(tol)
+    if method == "auto":
+        if min(m, n) == 0:
+            method = "svd"
+        elif tol < 1e3 * eps:
+            method = "qdwh" if bb.on_accelerator(B) else "svd"
+        else:
+            method = "polar_express"
+            if not bb.on_accelerator(B):
+                lower = _design_lower(floor, m, eps)
+                nsteps = len(polar_express_schedule(lower, tol)[0])
+                if _cpu_prefers_svd(m, n, nsteps):
+                    method = "svd"
+    if method in ("polar_express", "gram"):
+        lower = _design_lower(floor, max(m, 1), eps)
+        if steps is None:
+            coefs, bound = polar_express_schedule(lower, tol)
+            nsteps = len(coefs)
+        else:
+            from .coefficients import _schedule, CUSHION, SAFETY
+            nsteps = int(steps)
+            bound = _schedule(lower, nsteps, CUSHION, SAFETY)[1][-1]
+        k, f = _count(method, m, n, nsteps)
+        return PolarPlan(method, nsteps, k, f, bound, lower)
+    if method == "jordan":
+        nsteps = 5 if steps is None else int(steps)
+        k, f = _count(method, m, n, nsteps)
+        return PolarPlan(method, nsteps, k, f, None, None)
+    if method == "qdwh":
+        weps = bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))  # 16-bit QDWH runs in float32
+        nsteps = len(_qdwh_schedule(weps, weps)) if steps is None else int(steps)
+        k, f = _count(method, m, n, nsteps)
+        return PolarPlan(method, nsteps, k, f, None, weps)
+    return PolarPlan("svd", 0, 0, 0.0, None, None)
+
+
+def polar(B, /, *, method: str = "auto", steps: int | None = None, floor: float = 1e-3,
+          tol: float | None = None, compute_dtype=None, check_finite: bool = False):
+    r"""Polar factor :math:`UV^T` of ``B`` (the Muon update direction).
+
+    For :math:`B = U\,\mathrm{diag}(s)\,V^T` returns :math:`U\,\mathrm{diag}(f(s))\,V^T`
+    with :math:`f(s) = 1` for :math:`s > 0` and :math:`f(0) = 0` (partial polar
+    factor: zero singular values stay zero; tiny ones end in :math:`[0, 1]`).
+
+    Parameters
+    ----------
+    B : array, shape (..., m, n)
+        Real floating array of any array-API library (NumPy, CuPy, PyTorch, JAX,
+        ...). Leading dimensions are a batch. Never modified.
+    method : {"auto", "polar_express", "jordan", "gram", "qdwh", "svd"}
+        See :mod:`spectral_ops.polar` and :func:`polar_plan`.
+    steps : int, optional
+        Number of iterations. Default: the fewest that meet ``tol``
+        (``"polar_express"``, ``"gram"``, ``"qdwh"``), 5 for ``"jordan"``.
+    floor : float
+        Relative singular value floor, in (0, 1): every singular value
+        :math:`s \ge \text{floor}\cdot s_{max}` is mapped to within ``tol`` of 1.
+        Smaller ones are mapped into :math:`[0, 1 + \text{tol}]`.
+    tol : float, optional
+        Worst-case :math:`|f(s) - 1|` above the floor, in exact arithmetic.
+        Default by compute dtype: 1e-12 (float64), 1e-4 (float32), 1e-2
+        (float16), 2e-2 (bfloat16); round-off adds to it.
+    compute_dtype : dtype or str, optional
+        Dtype to iterate in (e.g. ``"bfloat16"`` for speed on GPUs). The result
+        is returned in ``B``'s dtype. Default: ``B``'s dtype.
+    check_finite : bool
+        Raise ``ValueError`` if ``B`` holds NaN or inf (one host sync).
+
+    Returns
+    -------
+    array, shape (..., m, n)
+        Same library, device and dtype as ``B``.
+
+    Notes
+    -----
+    All matmul iterations first scale ``B`` to unit Frobenius norm (after an
+    exact power-of-two prescale, so scales from 1e-30 to 1e30 are safe in
+    float32). ``"polar_express"`` and ``"gram"`` then tighten the scale for
+    free with the first step's ``A^2 = (XX^T)^2``: since
+    :math:`\|A^2\|_F^{1/4} = (\sum s^8)^{1/8} \in [s_{max}, m^{1/8} s_{max}]`,
+    dividing by it loses at most a factor :math:`m^{1/8}` (2.8 at m = 4096)
+    at the bottom of the spectrum instead of the :math:`\sqrt{m}` of the
+    Frobenius norm (this rescaling is our own).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spectral_ops import polar
+    >>> B = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    >>> Q = polar(B)
+    >>> s = np.linalg.svd(Q, compute_uv=False)
+    >>> bool(abs(s - 1).max() < 1e-3)
+    True
+    """
+    prep = bb.prepare(B, compute_dtype=compute_dtype, check_finite=check_finite)
+    xp = prep.xp
+    plan = _plan(xp, B, B.shape, prep.dtype, method, steps, floor, tol)
+    if prep.m == 0:
+        return bb.finish(xp.zeros_like(prep.x), prep)
+    eps = bb.dtype_eps(xp, prep.dtype)
+    x = prep.x
+    if plan.method == "polar_express":
+        coefs = _coefs(plan)
+        y = _polar_express(xp, x, coefs, eps)
+    elif plan.method == "gram":
+        y = _gram_newton_schulz(xp, x, _coefs(plan), eps, restart_after=2)
+    elif plan.method == "jordan":
+        y = _jordan(xp, x, plan.steps)
+    elif plan.method == "qdwh":
+        y = _qdwh(xp, x, _qdwh_fixed(plan.lower, plan.steps))
+    else:
+        y = _svd_polar(xp, x)
+    return bb.finish(y, prep)
+
+
+def _coefs(plan: PolarPlan):
+    from .coefficients import polar_express_coefficients
+    return polar_express_coefficients(plan.steps, plan.lower)
+
+
+def _qdwh_fixed(eps, steps):
+    w = _qdwh_schedule(eps, eps)
+    # past convergence the weights are Halley's (3, 1, 3)
+    return (w + [(3.0, 1.0, 3.0)] * steps)[:steps]
+
+
+# --- building blocks --------------------------------------------------------------
+
+def _mT(xp, x):
+    return xp.linalg.matrix_transpose(x)
+
+
+def _lincomb(xp, terms, dtype):
+    """sum(coef * array), formed in float32 or better and rounded once to ``dtype``.
+
+    In 16-bit dtypes a Python coefficient such as 8.2872 would otherwise be
+    rounded to 8.25 before use (as a bf16 scalar), a systematic error.
+    """
+    wide = bb.wide_dtype(xp, dtype)
+    if wide == dtype:
+        out = None
+        for c, a in terms:
+            out = c * a if out is None else out + c * a
+        return out
+    out = None
+    for c, a in terms:
+        t = c * xp.astype(a, wide)
+        out = t if out is None else out + t
+    return xp.astype(out, dtype)
+
+
+def _tight_start(xp, x, eps):
+    """Unit-Frobenius scaling, then the free Gram tightening (see :func:`polar`).
+
+    Returns ``(x, A, A2)`` with ``A = x x^T`` and ``A2 = A @ A`` for the scaled ``x``.
+    """
+    x, _ = bb.frobenius_scale(xp, x)
+    a = x @ _mT(xp, x)
+    a2 = a @ a
+    wide = bb.wide_dtype(xp, x.dtype)
+    s8 = xp.sqrt(xp.sum(xp.astype(a2, wide) ** 2, axis=(-2, -1), keepdims=True))
+    k = s8 ** 0.25 * (1.0 + eps)  # >= s_max, with a margin for round-off in A2
+    k = xp.where(k > 0, k, xp.ones_like(k))
+    kc = xp.astype(k, x.dtype)
+    k2 = xp.astype(k * k, x.dtype)
+    return x / kc, a / k2, a2 / (k2 * k2)
+
+
+def _polar_express(xp, x, coefs, eps):
+    x, a, a2 = _tight_start(xp, x, eps)
+    for t, (ca, cb, cc) in enumerate(coefs):
+        if t > 0:
+            a = x @ _mT(xp, x)
+            a2 = a @ a
+        poly = _lincomb(xp, [(cb, a), (cc, a2)], x.dtype)
+        x = _lincomb(xp, [(ca, x), (1.0, poly @ x)], x.dtype)
+    return x
+
+
+def _jordan(xp, x, steps):
+    # Same arithmetic as torch.optim.Muon / optax.contrib.muon: Frobenius
+    # normalisation, then the fixed quintic.
+    x, _ = bb.frobenius_scale(xp, x)
+    ca, cb, cc = JORDAN_COEFFICIENTS
+    for _ in range(steps):
+        a = x @ _mT(xp, x)
+        poly = _lincomb(xp, [(cb, a), (cc, a @ a)], x.dtype)
+        x = _lincomb(xp, [(ca, x), (1.0, poly @ x)], x.dtype)
+    return x
+
+
+def _gram_newton_schulz(xp, x0, coefs, eps, restart_after=2):
+    r"""Iterate on R = X X^T and Q with X_t = Q_t X_0; p(x) = x h(x^2), h = a + b y + c y^2.
+
+    R_{t+1} = H R H and Q_{t+1} = H Q with H = h(R); all are polynomials in R_0,
+    so they commute in exact arithmetic. R is re-symmetrised after each update.
+
+    Round-off makes tiny eigenvalues of R slightly negative, and the iteration
+    multiplies a negative eigenvalue y by h(y)^2 (about 68 in the first step)
+    every step until it explodes. Restarting after step 2 resets that error; in
+    16-bit dtypes it is still too large (measured in bfloat16: output singular
+    values up to 2.3 on a 512 x 512 Gaussian), so 16-bit inputs run in float32.
+    """
+    dtype, wide = x0.dtype, bb.wide_dtype(xp, x0.dtype)
+    if wide != dtype:
+        y = _gram_newton_schulz(xp, xp.astype(x0, wide), coefs, eps, restart_after)
+        return xp.astype(y, dtype)
+    x0, r, r2 = _tight_start(xp, x0, eps)
+    eye = bb.eye_like(xp, x0, x0.shape[-2])
+    q = None
+    last = len(coefs) - 1
+    for t, (ca, cb, cc) in enumerate(coefs):
+        if t == restart_after and t > 0:
+            x0 = q @ x0
+            r = x0 @ _mT(xp, x0)
+            q = None
+        if t > 0:
+            r2 = r @ r
+        h = _lincomb(xp, [(ca, eye), (cb, r), (cc, r2)], x0.dtype)
+        q = h if q is None else h @ q
+        if t < last and t + 1 != restart_after:
+            r = h @ (r @ h)
+            r = 0.5 * (r + _mT(xp, r))
+    return q @ x0
+
+
+def _qdwh(xp, x, weights):
+    """QDWH on the tall orientation ``Y = x^T`` (n x m, n >= m).
+
+    16-bit inputs run in float32: no library has a 16-bit QR or solve.
+    """
+    dtype, wide = x.dtype, bb.wide_dtype(xp, x.dtype)
+    y, _ = bb.frobenius_scale(xp, _mT(xp, x if wide == dtype else xp.astype(x, wide)))
+    m = y.shape[-1]
+    eye = bb.eye_like(xp, y, m)
+    for a, b, c in weights:
+        if c > 100.0:
+            # QR form: [sqrt(c) Y; I] = [Q1; Q2] R, Y <- (b/c) Y + (a - b/c)/sqrt(c) Q1 Q2^T
+            stacked = xp.concat(
+                [math.sqrt(c) * y, xp.broadcast_to(eye, y.shape[:-2] + (m, m))], axis=-2)
+            qf, _ = xp.linalg.qr(stacked)
+            q1, q2 = qf[..., : y.shape[-2], :], qf[..., y.shape[-2]:, :]
+            y = (b / c) * y + ((a - b / c) / math.sqrt(c)) * (q1 @ _mT(xp, q2))
+        else:
+            # Cholesky form, via a symmetric positive definite solve:
+            # Y <- (b/c) Y + (a - b/c) Y (I + c Y^T Y)^{-1}
+            z = eye + c * (_mT(xp, y) @ y)
+            yz = _mT(xp, xp.linalg.solve(z, _mT(xp, y)))
+            y = (b / c) * y + (a - b / c) * yz
+    y = _mT(xp, y)
+    return y if wide == dtype else xp.astype(y, dtype)
+
+
+def _svd_polar(xp, x):
+    dtype = x.dtype
+    wide = bb.wide_dtype(xp, dtype)
+    xw = x if wide == dtype else xp.astype(x, wide)
+    u, s, vh = xp.linalg.svd(xw, full_matrices=False)
+    # partial polar convention: numerically zero singular values stay zero
+    rtol = max(x.shape[-2:]) * bb.dtype_eps(xp, wide)
+    keep = s > rtol * s[..., :1]
+    y = (u * xp.astype(keep, wide)[..., None, :]) @ vh
+    return y if wide == dtype else xp.astype(y, dtype)

@@ -1,0 +1,76 @@
+r"""Test matrices with known, hard spectra (NumPy, float64).
+
+Used by the tests, the ``spectral-ops demo`` command and the benchmarks, and
+public so users can reproduce them. Each matrix is :math:`U\,\mathrm{diag}(s)\,V^T`
+with Haar-random orthogonal factors, except ``"gaussian"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SPECTRA", "spectrum", "make_matrix"]
+
+#: Spectrum kinds :func:`spectrum` knows.
+SPECTRA = ("gaussian", "ill", "gradient", "rank_deficient", "flat")
+
+
+def spectrum(kind: str, r: int, *, cond: float = 1e4, rng=None) -> np.ndarray:
+    """Singular values (descending, ``s[0] = 1``) of length ``r``.
+
+    ``"ill"``: log-spaced from 1 to ``1 / cond``. ``"gradient"``: what momentum
+    matrices of real networks look like, a power law ``(i + 1)^(-1.5)`` over the
+    first ``r // 8`` values and the rest near ``1e-8`` (nearly low rank).
+    ``"rank_deficient"``: the top half log-spaced in ``[1e-2, 1]``, the rest
+    exactly zero. ``"flat"``: all ones. ``"gaussian"`` has no prescribed
+    spectrum (use :func:`make_matrix`).
+    """
+    rng = np.random.default_rng(rng)
+    if kind == "ill":
+        return np.logspace(0, -np.log10(cond), r)
+    if kind == "gradient":
+        k = max(1, r // 8)
+        head = (np.arange(k) + 1.0) ** -1.5
+        tail = 1e-8 * rng.uniform(0.5, 1.0, r - k)
+        return np.sort(np.concatenate([head, tail]))[::-1]
+    if kind == "rank_deficient":
+        k = max(1, r // 2)
+        return np.concatenate([np.logspace(0, -2, k), np.zeros(r - k)])
+    if kind == "flat":
+        return np.ones(r)
+    raise ValueError(f"kind must be one of {SPECTRA[1:]}; got {kind!r}.")
+
+
+def _haar(rng, batch, m, k):
+    q, r = np.linalg.qr(rng.standard_normal(batch + (m, k)))
+    return q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+
+
+def make_matrix(kind: str, shape, *, cond: float = 1e4, scale: float = 1.0, seed=0,
+                dtype=np.float64) -> np.ndarray:
+    """A matrix (or stack) of shape ``shape = (..., m, n)`` with the given spectrum.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`SPECTRA`.
+    shape : tuple of int
+    cond : float
+        Condition number for ``"ill"``.
+    scale : float
+        Overall scale (the largest singular value; for ``"gaussian"`` the
+        entry standard deviation).
+    seed : int or numpy Generator
+    dtype : NumPy dtype of the result (the matrix is built in float64).
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape)
+    *batch, m, n = shape
+    batch = tuple(batch)
+    if kind == "gaussian":
+        return (scale * rng.standard_normal(shape)).astype(dtype)
+    r = min(m, n)
+    s = spectrum(kind, r, cond=cond, rng=rng)
+    u, v = _haar(rng, batch, m, r), _haar(rng, batch, n, r)
+    out = (u * (scale * s)) @ np.swapaxes(v, -1, -2)
+    return out.astype(dtype)
