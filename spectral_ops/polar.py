@@ -22,9 +22,14 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
     switching to a linear-solve (Cholesky-form) step once the weight ``c`` is
     small. Accurate to the working precision for any condition number, at
     most 6 iterations in float64; uses ``linalg.qr`` and ``linalg.solve``.
+    Being accurate down to ``eps * s_max``, it cannot tell round-off-level
+    "zero" singular values of a rank-deficient input from tiny true ones: it
+    maps them into [0, 1], often near 1. Use ``"svd"`` for a rank-revealing
+    cut-off.
 ``"svd"``
-    Exact reference through the thin SVD (16-bit inputs are decomposed in
-    float32, the only internal up-cast: no library has a 16-bit SVD).
+    Exact reference through the thin SVD; singular values at or below
+    ``max(m, n) * eps * s_max`` count as zero. 16-bit inputs are decomposed in
+    float32 (as QDWH and Gram's recurrence run): no library has a 16-bit SVD.
 ``"auto"``
     The fastest method that meets the accuracy asked for: see :func:`polar_plan`.
 """

@@ -1,0 +1,274 @@
+"""polar(B) against float64 SVD, on every backend, dtype, method and orientation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import array_api_compat
+
+from spectral_ops import POLAR_METHODS, polar, polar_plan, spectral_report
+from spectral_ops.accuracy import to_numpy
+from spectral_ops.testing import make_matrix
+
+from conftest import backend_only, backend_params
+
+# tall, wide, square, batched (a stack of 3)
+SHAPES = [(96, 40), (40, 96), (64, 64), (3, 32, 48)]
+KINDS = [("gaussian", {}), ("ill", {"cond": 1e4}), ("gradient", {}), ("rank_deficient", {})]
+CONVERGENT = ("polar_express", "gram", "qdwh", "svd", "auto")
+
+# worst |sigma - 1| above the floor 1e-3 s_max (issue acceptance: 1e-3 in float32)
+BAND_TOL = {"float64": 1e-9, "float32": 1e-3, "bfloat16": 0.1}
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params(("float32", "float64")))
+@pytest.mark.parametrize("method", CONVERGENT)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind,kw", KINDS, ids=[k for k, _ in KINDS])
+def test_band_and_error_vs_svd(backend, dtype, method, shape, kind, kw):
+    B = backend(make_matrix(kind, shape, seed=1, **kw), dtype)
+    Y = polar(B, method=method)
+    tol = BAND_TOL[dtype]
+    r = spectral_report(Y, B, floor=1e-3)
+    assert r.finite
+    assert abs(r.band[0] - 1) <= tol and abs(r.band[1] - 1) <= tol, r
+    # below the floor: bounded by 1 (+ tol); exactly zero singular values stay zero
+    assert r.tail_max <= 1 + tol, r
+    assert r.rel_error <= (10 if dtype == "float32" else 1) * tol, r
+
+
+@pytest.mark.parametrize("backend", backend_only("float64"))
+def test_rank_deficient_null_space_maps_to_zero(backend):
+    # exactly rank 20 of 40: the partial polar factor has rank 20
+    rng = np.random.default_rng(5)
+    B = rng.standard_normal((40, 20)) @ rng.standard_normal((20, 64))
+    for method in ("polar_express", "gram", "qdwh", "svd"):
+        Y = polar(backend(B), method=method)
+        s = np.linalg.svd(to_numpy(Y), compute_uv=False)
+        np.testing.assert_allclose(s[:20], 1, atol=1e-8, err_msg=method)
+        if method == "qdwh":
+            # accurate down to eps s_max, QDWH cannot tell round-off "zeros" (~1e-15 s_max)
+            # from tiny singular values: it lifts them, but never above 1
+            assert s[20:].max() <= 1 + 1e-12, (method, s[20:].max())
+        else:
+            assert s[20:].max() < 1e-6, (method, s[20:].max())
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params(("bfloat16",)))
+@pytest.mark.parametrize("method", ["polar_express", "gram", "auto"])
+@pytest.mark.parametrize("shape", [(64, 256), (256, 64), (3, 48, 96)], ids=str)
+@pytest.mark.parametrize("kind", ["gaussian", "gradient"])
+def test_bf16_band(backend, dtype, method, shape, kind):
+    B = backend(make_matrix(kind, shape, seed=2), dtype)
+    Y = polar(B, method=method)
+    assert Y.dtype == B.dtype
+    r = spectral_report(Y, B, floor=1e-3)
+    assert r.finite
+    assert 0.9 <= r.band[0] and r.band[1] <= 1.1, r
+    assert r.tail_max <= 1.1, r
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params(("bfloat16",)))
+@pytest.mark.xfail(strict=True, reason=(
+    "known limit: in bfloat16 each step adds rounding noise of ~2.8e-4 s_max, comparable to the "
+    "floor 1e-3 s_max, so on wide cond-1e4 inputs the right-singular band drops to ~0.83-0.87 "
+    "(docs/polar.md); strict so that an improvement is noticed"))
+def test_bf16_band_wide_ill_conditioned(backend, dtype):
+    B = backend(make_matrix("ill", (128, 1024), seed=3, cond=1e4), dtype)
+    r = spectral_report(polar(B, method="polar_express"), B, floor=1e-3)
+    assert r.band[0] >= 0.9, r
+
+
+@pytest.mark.parametrize("cond", [1e4, 1e8, 1e12])
+@pytest.mark.parametrize("shape", [(60, 60), (80, 50), (50, 80), (2, 40, 40)], ids=str)
+def test_qdwh_float64_accuracy(cond, shape):
+    B = make_matrix("ill", shape, cond=cond, seed=4)
+    Y = polar(B, method="qdwh")
+    # rel. error on the subspace above 1e-3 s_max is well posed whatever the condition number
+    assert spectral_report(Y, B, floor=1e-3).rel_error <= 1e-12
+    # every singular value down to 1e-10 s_max is mapped to 1 to round-off
+    r = spectral_report(Y, B, floor=1e-10)
+    assert abs(r.band[0] - 1) <= 1e-12 and abs(r.band[1] - 1) <= 1e-12, r
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params())
+@pytest.mark.parametrize("method", POLAR_METHODS)
+def test_namespace_device_dtype_preserved(backend, dtype, method):
+    B = backend(make_matrix("gaussian", (2, 8, 12), seed=0), dtype)
+    Y = polar(B, method=method)
+    assert type(Y) is type(B)
+    assert array_api_compat.array_namespace(Y) == array_api_compat.array_namespace(B)
+    assert Y.dtype == B.dtype
+    assert Y.shape == B.shape
+    assert str(array_api_compat.device(Y)) == str(array_api_compat.device(B))
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params(("float32", "float64")))
+@pytest.mark.parametrize("method", POLAR_METHODS)
+def test_zero_matrix_gives_zeros(backend, dtype, method):
+    B = backend(np.zeros((2, 6, 9)), dtype)
+    Y = polar(B, method=method)
+    y = to_numpy(Y)
+    assert np.all(y == 0)
+
+
+@pytest.mark.parametrize("scale", [2.0**-100, 2.0**100], ids=["1e-30", "1e30"])
+@pytest.mark.parametrize("method", ["polar_express", "gram", "jordan", "qdwh", "svd"])
+def test_extreme_scales_float32(scale, method):
+    B = make_matrix("ill", (40, 70), cond=1e3, seed=6, scale=scale).astype(np.float32)
+    assert np.isfinite(B).all() and np.abs(B).max() > 0
+    Y = polar(B, method=method)
+    assert np.isfinite(Y).all()
+    ref = polar(B / np.float32(scale), method=method)  # the same matrix at unit scale
+    np.testing.assert_allclose(Y, ref, atol=1e-5)
+
+
+def test_compute_dtype_float64_returns_float32():
+    B = make_matrix("ill", (30, 50), seed=7).astype(np.float32)
+    Y = polar(B, method="polar_express", compute_dtype="float64")
+    assert Y.dtype == np.float32
+    r = spectral_report(Y, B)
+    assert abs(r.band[0] - 1) < 1e-6 and abs(r.band[1] - 1) < 1e-6
+
+
+def test_input_never_mutated_read_only():
+    B = make_matrix("gaussian", (3, 20, 30), seed=8)
+    B.flags.writeable = False
+    before = B.copy()
+    for method in POLAR_METHODS:
+        polar(B, method=method)
+    np.testing.assert_array_equal(B, before)
+
+
+@pytest.mark.parametrize("backend", backend_only("float64"))
+def test_input_never_mutated_any_backend(backend):
+    a = make_matrix("gaussian", (12, 20), seed=9)
+    B = backend(a)
+    for method in POLAR_METHODS:
+        polar(B, method=method)
+    np.testing.assert_array_equal(to_numpy(B), a)
+
+
+def test_jit_compatible_jax():
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    B = jax.numpy.asarray(make_matrix("gaussian", (16, 24), seed=10))
+    f = jax.jit(lambda b: polar(b, method="polar_express"))
+    np.testing.assert_allclose(np.asarray(f(B)), np.asarray(polar(B, method="polar_express")),
+                               atol=1e-12)
+
+
+# --- parity with the Muon implementations users already have -------------------------
+
+def test_jordan_matches_optax_contrib_muon_fp32():
+    jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
+    muon = pytest.importorskip("optax.contrib._muon", reason="optax is not installed")
+    for shape in [(64, 128), (128, 64), (96, 96)]:
+        x = jnp.asarray(make_matrix("gaussian", shape, seed=11), dtype=jnp.float32)
+        ref = muon.orthogonalize_via_newton_schulz(
+            x, jnp.asarray([3.4445, -4.7750, 2.0315]), ns_steps=5)
+        ours = polar(x, method="jordan", steps=5)
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5)
+
+
+def test_jordan_matches_torch_optim_muon_bf16():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    muon = pytest.importorskip("torch.optim._muon", reason="torch.optim.Muon needs torch >= 2.9")
+    coefs = (3.4445, -4.7750, 2.0315)
+    rng = np.random.default_rng(0)
+    for shape in [(64, 128), (128, 64), (96, 96)]:
+        g = torch.from_numpy(make_matrix("gaussian", shape, seed=12)).float()
+        ref = muon._zeropower_via_newtonschulz(g, coefs, 5, 1e-7).float()
+        ours = polar(g, method="jordan", steps=5, compute_dtype=torch.bfloat16)
+        assert ours.dtype == torch.float32
+        # "bf16 round-off" for a non-contracting iteration: how far the reference itself
+        # moves when its input is perturbed by one bf16 rounding (+-2^-9 relative)
+        flip = torch.from_numpy(rng.choice([-1.0, 1.0], size=shape)).float()
+        ref_p = muon._zeropower_via_newtonschulz(g * (1 + 2.0**-9 * flip), coefs, 5, 1e-7).float()
+        own_spread = (ref_p - ref).norm() / ref.norm()
+        assert (ours - ref).norm() / ref.norm() <= 2 * own_spread
+        assert (ours - ref).abs().max() <= 2 * (ref_p - ref).abs().max()
+
+
+# --- property tests -------------------------------------------------------------------
+
+hyp = pytest.importorskip("hypothesis", reason="hypothesis is not installed")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def matrices(draw):
+    m = draw(st.integers(1, 12))
+    n = draw(st.integers(1, 12))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return make_matrix("ill", (m, n), cond=1e2, seed=seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=matrices(), c=st.floats(1e-20, 1e20), method=st.sampled_from(CONVERGENT))
+def test_scale_invariance(B, c, method):
+    np.testing.assert_allclose(polar(c * B, method=method), polar(B, method=method), atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=matrices(), method=st.sampled_from(POLAR_METHODS))
+def test_transpose_equivariance(B, method):
+    np.testing.assert_allclose(polar(B.T, method=method), polar(B, method=method).T, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4),
+       method=st.sampled_from(POLAR_METHODS))
+def test_batch_consistency(seed, k, method):
+    B = make_matrix("ill", (k, 7, 11), cond=1e2, seed=seed)
+    Y = polar(B, method=method)
+    for i in range(k):
+        np.testing.assert_allclose(Y[i], polar(B[i], method=method), atol=1e-10)
+
+
+# --- plan and auto --------------------------------------------------------------------
+
+def test_plan_counts_and_bounds():
+    B = np.zeros((256, 1024), np.float32)
+    p = polar_plan(B, method="polar_express")
+    assert p.method == "polar_express" and p.matmuls == 3 * p.steps
+    assert p.error_bound <= 1e-4
+    assert p.flops == pytest.approx(p.steps * (4 * 256**2 * 1024 + 2 * 256**3))
+    assert polar_plan(B, method="jordan").steps == 5
+    assert polar_plan(B, method="polar_express", steps=3).steps == 3
+    g = polar_plan(B, method="gram")
+    assert g.flops < p.flops  # cheaper at aspect ratio 4
+    assert polar_plan(B.T, method="gram").flops == g.flops
+
+
+def test_auto_wants_exactness_for_tight_tol_on_cpu():
+    B = np.zeros((64, 64))
+    assert polar_plan(B, tol=1e-15).method == "svd"
+
+
+# --- bad input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("B,kwargs,exc,msg", [
+    (np.ones(5), {}, ValueError, r"B must have at least 2 dimensions.*got shape \(5,\)"),
+    (np.ones((3, 3), dtype=np.int64), {}, TypeError, r"real floating dtype.*int64.*Cast it"),
+    (np.ones((3, 3), dtype=np.complex128), {}, TypeError, r"complex dtype complex128"),
+    ([[1.0, 2.0]], {}, TypeError, r"B must be an array.*numpy.asarray"),
+    (np.ones((3, 3)), {"method": "newton"}, ValueError, r"method must be one of .*'newton'"),
+    (np.ones((3, 3)), {"steps": 0}, ValueError, r"steps must be a positive integer"),
+    (np.ones((3, 3)), {"method": "svd", "steps": 3}, ValueError, r"steps does not apply"),
+    (np.ones((3, 3)), {"floor": 0}, ValueError, r"floor must be a number in \(0, 1\)"),
+    (np.ones((3, 3)), {"tol": 2.0}, ValueError, r"tol must be a number in \(0, 1\)"),
+    (np.ones((3, 3)), {"compute_dtype": "float8"}, ValueError, r"compute_dtype must be one of"),
+    (np.ones((3, 3)), {"compute_dtype": "bfloat16"}, ValueError, r"not available in .*numpy"),
+    (np.ones((3, 3)), {"compute_dtype": np.int32}, ValueError, r"compute_dtype must be a real"),
+    (np.array([[1.0, np.nan]]), {"check_finite": True}, ValueError,
+     r"B contains NaN or infinite values.*check_finite=False"),
+])
+def test_errors_name_argument_and_fix(B, kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        polar(B, **kwargs)
+
+
+def test_empty_matrix():
+    B = np.zeros((0, 5))
+    assert polar(B).shape == (0, 5)
