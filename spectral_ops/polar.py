@@ -161,7 +161,7 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
     ``method="auto"`` resolves as follows:
 
     * when ``tol`` is below what the matmul iterations reach in the compute dtype
-      (``tol < 1e3 eps``), ``"qdwh"`` on accelerators and ``"svd"`` on CPUs;
+      (``tol < 10 eps``), ``"qdwh"`` on accelerators and ``"svd"`` on CPUs;
     * on CPUs, ``"svd"`` where LAPACK's SVD is cheaper than the Polar Express
       iteration by the measured cost model (small or very ill-posed inputs),
       else ``"polar_express"``;
@@ -197,7 +197,7 @@ def _plan(xp, B, shape, dtype, method, steps, floor, tol) -> PolarPlan:
     if method == "auto":
         if min(m, n) == 0:
             method = "svd"
-        elif tol < 1e3 * eps:
+        elif tol < 10 * eps:
             method = "qdwh" if bb.on_accelerator(B) else "svd"
         else:
             method = "polar_express"
