@@ -243,7 +243,7 @@ def polar(B, /, *, method: str = "auto", steps: int | None = None, floor: float 
         Real floating array of any array-API library (NumPy, CuPy, PyTorch, JAX,
         ...). Leading dimensions are a batch. Never modified.
     method : {"auto", "polar_express", "jordan", "gram", "qdwh", "svd"}
-        See :mod:`spectral_ops.polar` and :func:`polar_plan`.
+        See the method list in the module docstring and :func:`polar_plan`.
     steps : int, optional
         Number of iterations. Default: the fewest that meet ``tol``
         (``"polar_express"``, ``"gram"``, ``"qdwh"``), 5 for ``"jordan"``.

@@ -61,7 +61,8 @@ def make_matrix(kind: str, shape, *, cond: float = 1e4, scale: float = 1.0, seed
         Overall scale (the largest singular value; for ``"gaussian"`` the
         entry standard deviation).
     seed : int or numpy Generator
-    dtype : NumPy dtype of the result (the matrix is built in float64).
+    dtype : NumPy dtype
+        Dtype of the result (the matrix is built in float64).
     """
     rng = np.random.default_rng(seed)
     shape = tuple(shape)
