@@ -15,7 +15,6 @@ No framework is imported here: everything goes through the array API.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,6 +228,3 @@ def eye_like(xp, x, n: int):
     """An n x n identity in the dtype and on the device of ``x``."""
     return xp.eye(n, dtype=x.dtype, device=array_api_compat.device(x))
 
-
-def ceil_log(value: float, base: float) -> int:
-    return int(math.ceil(math.log(value) / math.log(base)))

@@ -139,18 +139,32 @@ def _count(method: str, m: int, n: int, steps: int) -> tuple[int, float]:
     return 0, 0.0
 
 
-def _cpu_prefers_svd(m: int, n: int, steps: int) -> bool:
-    """Measured crossover on CPUs: LAPACK's SVD beats ~steps x 3 GEMMs on small inputs."""
-    # SVD (gesdd) of an m x n matrix, m <= n, costs about 4 m^2 n + 22 m^3 flops at
-    # a few times lower throughput than GEMM; the iteration costs
-    # steps * (4 m^2 n + 2 m^3) at GEMM speed.
-    svd_cost = _SVD_SLOWDOWN * (4.0 * m * m * n + 22.0 * m**3)
-    iter_cost = steps * (4.0 * m * m * n + 2.0 * m**3)
-    return svd_cost < iter_cost
+def _cpu_prefers_svd(xp, dtype, shape) -> bool:
+    """Whether LAPACK's SVD beats Polar Express on a CPU, from measured crossovers.
+
+    Measured on a 2-core x86-64 CPU (ratios of SVD time to Polar Express time, see
+    docs/polar.md, "auto on CPUs"): float64 SVD is within 0.5x-1.4x of the 8-step
+    iteration everywhere and exact, so it wins; NumPy's float32 SVD is 1.8x-4x slower
+    than the 7-step iteration once the short side reaches 64; torch's and JAX's
+    float32 SVD win on single matrices up to 2048 x 2048 (0.5x-0.9x) but lose on
+    stacks of 16 or more (1.5x-2.2x), where the SVD runs matrix by matrix.
+    """
+    m = min(shape[-2:])
+    batch = math.prod(shape[:-2])
+    if dtype == xp.float64:
+        return True
+    if _numpy_backed(xp):
+        return m < 64 and batch < 16
+    return batch < 16
 
 
-#: How many times slower per flop LAPACK's SVD runs than GEMM on CPUs (measured).
-_SVD_SLOWDOWN = 4.0
+def _numpy_backed(xp) -> bool:
+    """NumPy itself or array-api-strict (a wrapper around NumPy)."""
+    import array_api_compat as aac
+
+    if aac.is_numpy_namespace(xp):
+        return True
+    return "array_api_strict" in getattr(xp, "__name__", "")
 
 
 def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: float = 1e-3,
@@ -162,9 +176,10 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
 
     * when ``tol`` is below what the matmul iterations reach in the compute dtype
       (``tol < 10 eps``), ``"qdwh"`` on accelerators and ``"svd"`` on CPUs;
-    * on CPUs, ``"svd"`` where LAPACK's SVD is cheaper than the Polar Express
-      iteration by the measured cost model (small or very ill-posed inputs),
-      else ``"polar_express"``;
+    * on CPUs, ``"svd"`` where LAPACK's SVD measured faster than the Polar
+      Express iteration: float64; NumPy float32 with short side below 64;
+      torch and JAX single matrices (stacks of fewer than 16). Otherwise
+      ``"polar_express"``;
     * on accelerators, ``"polar_express"``.
     """
     xp = bb._validate_array(B, "B")
@@ -201,11 +216,8 @@ def _plan(xp, B, shape, dtype, method, steps, floor, tol) -> PolarPlan:
             method = "qdwh" if bb.on_accelerator(B) else "svd"
         else:
             method = "polar_express"
-            if not bb.on_accelerator(B):
-                lower = _design_lower(floor, m, eps)
-                nsteps = len(polar_express_schedule(lower, tol)[0])
-                if _cpu_prefers_svd(m, n, nsteps):
-                    method = "svd"
+            if not bb.on_accelerator(B) and _cpu_prefers_svd(xp, dtype, shape):
+                method = "svd"
     if method in ("polar_express", "gram"):
         lower = _design_lower(floor, max(m, 1), eps)
         if steps is None:
