@@ -3,6 +3,7 @@ r"""spectral_ops: spectral maps of matrices by matrix-product iterations.
 For :math:`B = U\,\mathrm{diag}(s)\,V^T`:
 
 * :func:`polar` -- :math:`UV^T`, the Muon update direction.
+* :func:`clip` -- :math:`U\min(s, \tau)V^T`, MuCon's clipped direction.
 
 Every function accepts arrays of any array-API library (NumPy, CuPy, PyTorch,
 JAX, ...), batched over leading dimensions, and returns an array of the
@@ -10,6 +11,7 @@ caller's library, device and dtype.
 """
 
 from .accuracy import SpectralReport, spectral_report
+from .clip import CLIP_METHODS, ClipPlan, clip, clip_plan
 from .coefficients import minimax_odd_quintic, polar_express_coefficients, polar_express_schedule
 from .polar import POLAR_METHODS, PolarPlan, polar, polar_plan
 
@@ -20,6 +22,10 @@ __all__ = [
     "polar_plan",
     "PolarPlan",
     "POLAR_METHODS",
+    "clip",
+    "clip_plan",
+    "ClipPlan",
+    "CLIP_METHODS",
     "spectral_report",
     "SpectralReport",
     "polar_express_coefficients",

@@ -1,8 +1,9 @@
 """The ``spectral-ops`` command line.
 
-``spectral-ops demo`` runs every polar method on NumPy test matrices and prints,
-for each: matrix products, time, output singular-value band above the floor,
-error against the exact map, and speed relative to the SVD route.
+``spectral-ops demo`` runs every polar and clip method on NumPy test matrices and
+prints, for each: matrix products, time, accuracy against the exact map (the
+output singular-value band above the floor for polar; the relative error and
+the output's spectral norm for clip), and speed relative to the SVD route.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .accuracy import spectral_report
+from .clip import clip, clip_plan
 from .polar import polar, polar_plan
 from .testing import make_matrix
 
@@ -26,6 +28,13 @@ DEMO_MATRICES = (
     ("gradient", {}),
 )
 DEMO_METHODS = ("auto", "polar_express", "gram", "jordan", "qdwh", "svd")
+CLIP_DEMO_METHODS = ("auto", "polar", "newton", "svd")
+#: clip test cases: (name, matrix kind, scale, tau as a fraction of s_max)
+CLIP_CASES = (
+    ("gaussian", "gaussian", 1.0, 0.5),
+    ("far_above", "gaussian", 1.0, 1e-3),
+    ("gradient", "gradient", 1.0, 0.1),
+)
 
 
 def _best_time(fn, repeat: int) -> tuple[float, object]:
@@ -72,6 +81,44 @@ def run_demo(m: int = 256, n: int = 1024, dtype: str = "float32", repeat: int = 
           file=file)
     print("jordan (Muon's quintic) does not converge by design: its band is about [0.68, 1.13].",
           file=file)
+    rows += _clip_demo(m, n, dtype, repeat, seed, file)
+    return rows
+
+
+def _clip_demo(m, n, dtype, repeat, seed, file) -> list[dict]:
+    print("", file=file)
+    print(f"clip(B, tau) = U min(s, tau) V^T; tau as a fraction of s_max; error: relative "
+          f"Frobenius error vs float64 SVD; norm/tau: output spectral norm over tau (ideal <= 1)",
+          file=file)
+    header = f"{'matrix':10s} {'tau/s_max':>9s} {'method':8s} {'runs':>13s} {'products':>8s} " \
+             f"{'time [ms]':>10s} {'error':>9s} {'norm/tau':>9s} {'vs SVD':>7s}"
+    rows = []
+    for name, kind, scale, frac in CLIP_CASES:
+        print("", file=file)
+        print(header, file=file)
+        print("-" * len(header), file=file)
+        B = make_matrix(kind, (m, n), seed=seed, scale=scale).astype(dtype)
+        b64 = B.astype(np.float64)
+        u, s, vh = np.linalg.svd(b64, full_matrices=False)
+        tau = float(frac * s[0])
+        exact = (u * np.minimum(s, tau)) @ vh
+        clip(B, tau, method="polar")  # derive and cache the coefficients outside the timing
+        t_svd, _ = _best_time(lambda: clip(B, tau, method="svd"), repeat)
+        for method in CLIP_DEMO_METHODS:
+            plan = clip_plan(B, tau, method=method)
+            t, Y = _best_time(lambda: clip(B, tau, method=method), repeat)
+            y = np.asarray(Y, dtype=np.float64)
+            err = float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
+            top = float(np.linalg.norm(y, 2) / tau)
+            runs = (plan.method if method == "auto" else
+                    f"{plan.polar_steps}+{plan.sign_steps} steps" if plan.polar_steps else "LAPACK")
+            rows.append(dict(matrix=name, method=method, runs=runs, products=plan.matmuls,
+                             time_ms=1e3 * t, error=err, norm=top, speedup=t_svd / t))
+            print(f"{name:10s} {frac:9.0e} {method:8s} {runs:>13s} {plan.matmuls:8d} "
+                  f"{1e3 * t:10.1f} {err:9.2e} {top:9.6f} {t_svd / t:6.2f}x", file=file)
+    print("", file=file)
+    print("clip steps: polar-factor steps + sign steps. vs SVD: time of clip(method='svd') "
+          "divided by the method's time.", file=file)
     return rows
 
 
@@ -79,7 +126,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spectral-ops", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"spectral-ops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run every polar method on NumPy test matrices")
+    demo = sub.add_parser("demo", help="run every polar and clip method on NumPy test matrices")
     demo.add_argument("--shape", type=int, nargs=2, default=(256, 1024), metavar=("M", "N"),
                       help="matrix shape (default: 256 1024)")
     demo.add_argument("--dtype", choices=("float32", "float64"), default="float32")

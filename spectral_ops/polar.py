@@ -37,6 +37,7 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from . import _backbone as bb
@@ -194,13 +195,18 @@ def _check_options(method, steps, floor, tol):
         raise ValueError(f"steps must be a positive integer or None; got {steps!r}.")
     if steps is not None and method == "svd":
         raise ValueError("steps does not apply to method='svd'; leave it as None.")
-    if not (isinstance(floor, (int, float)) and 0 < floor < 1):
+    if not (_is_real(floor) and 0 < floor < 1):
         raise ValueError(
             f"floor must be a number in (0, 1), the relative singular value above which "
             f"the accuracy target holds; got {floor!r}."
         )
-    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
+    if tol is not None and not (_is_real(tol) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
+
+
+def _is_real(value) -> bool:
+    """A real Python or NumPy scalar (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _plan(xp, B, shape, dtype, method, steps, floor, tol) -> PolarPlan:

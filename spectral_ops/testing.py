@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPECTRA", "spectrum", "make_matrix"]
+__all__ = ["SPECTRA", "spectrum", "make_matrix", "from_spectrum"]
 
 #: Spectrum kinds :func:`spectrum` knows.
 SPECTRA = ("gaussian", "ill", "gradient", "rank_deficient", "flat")
@@ -75,3 +75,20 @@ def make_matrix(kind: str, shape, *, cond: float = 1e4, scale: float = 1.0, seed
     u, v = _haar(rng, batch, m, r), _haar(rng, batch, n, r)
     out = (u * (scale * s)) @ np.swapaxes(v, -1, -2)
     return out.astype(dtype)
+
+
+def from_spectrum(s, shape, *, seed=0, dtype=np.float64) -> np.ndarray:
+    """A matrix (or stack) of shape ``(..., m, n)`` with singular values ``s``.
+
+    ``s`` has length ``min(m, n)`` (shared by every matrix of the stack) or
+    shape ``(..., min(m, n))``; the singular vectors are Haar-random.
+    """
+    rng = np.random.default_rng(seed)
+    *batch, m, n = tuple(shape)
+    batch = tuple(batch)
+    r = min(m, n)
+    s = np.asarray(s, dtype=np.float64)
+    if s.shape[-1] != r:
+        raise ValueError(f"s must have min(m, n) = {r} values; got {s.shape[-1]}.")
+    u, v = _haar(rng, batch, m, r), _haar(rng, batch, n, r)
+    return ((u * s[..., None, :]) @ np.swapaxes(v, -1, -2)).astype(dtype)

@@ -17,11 +17,26 @@ def test_demo_prints_every_method_and_matrix(capsys):
     # every convergent method reaches the band in float32 (jordan by design does not)
     rows = [line.split() for line in out.splitlines()
             if line.split()[:1] in (["gaussian"], ["ill"], ["gradient"])]
-    assert len(rows) == 18
-    for row in rows:
+    polar_rows = [r for r in rows if r[1] in ("auto", "polar_express", "gram", "jordan", "qdwh", "svd")]
+    assert len(polar_rows) == 18
+    for row in polar_rows:
         method, band_min, band_max = row[1], float(row[-4]), float(row[-3])
         if method != "jordan":
             assert abs(band_min - 1) < 1e-3 and abs(band_max - 1) < 1e-3, row
+
+
+def test_demo_prints_clip_rows(capsys):
+    assert main(["demo", "--shape", "24", "40", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "clip(B, tau)" in out and "norm/tau" in out
+    rows = [line.split() for line in out.splitlines()
+            if line.split()[:1] in (["gaussian"], ["far_above"], ["gradient"])
+            and line.split()[2:3] in (["auto"], ["polar"], ["newton"], ["svd"])
+            and line.split()[1].endswith(("e-01", "e-03"))]  # the tau/s_max column
+    assert len(rows) == 12
+    for row in rows:
+        err, top = float(row[-3]), float(row[-2])
+        assert err <= 1e-4 and top <= 1 + 1e-3, row
 
 
 def test_demo_rejects_bad_shape():
