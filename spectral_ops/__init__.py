@@ -4,6 +4,7 @@ For :math:`B = U\,\mathrm{diag}(s)\,V^T`:
 
 * :func:`polar` -- :math:`UV^T`, the Muon update direction.
 * :func:`clip` -- :math:`U\min(s, \tau)V^T`, MuCon's clipped direction.
+* :func:`power` -- :math:`U s^p V^T`, Muon^p's fractional powers.
 
 Every function accepts arrays of any array-API library (NumPy, CuPy, PyTorch,
 JAX, ...), batched over leading dimensions, and returns an array of the
@@ -13,6 +14,7 @@ caller's library, device and dtype.
 from .accuracy import SpectralReport, spectral_report
 from .clip import CLIP_METHODS, ClipPlan, clip, clip_plan
 from .coefficients import minimax_odd_quintic, polar_express_coefficients, polar_express_schedule
+from .power import POWER_METHODS, PowerPlan, power, power_plan, rational_exponent
 from .polar import POLAR_METHODS, PolarPlan, polar, polar_plan
 
 __version__ = "0.1.0"
@@ -26,6 +28,11 @@ __all__ = [
     "clip_plan",
     "ClipPlan",
     "CLIP_METHODS",
+    "power",
+    "power_plan",
+    "PowerPlan",
+    "POWER_METHODS",
+    "rational_exponent",
     "spectral_report",
     "SpectralReport",
     "polar_express_coefficients",
