@@ -1,6 +1,6 @@
 """The ``spectral-ops`` command line.
 
-``spectral-ops demo`` runs every polar and clip method on NumPy test matrices and
+``spectral-ops demo`` runs every polar, clip and power method on NumPy test matrices and
 prints, for each: matrix products, time, accuracy against the exact map (the
 output singular-value band above the floor for polar; the relative error and
 the output's spectral norm for clip), and speed relative to the SVD route.
@@ -17,8 +17,9 @@ import numpy as np
 from . import __version__
 from .accuracy import spectral_report
 from .clip import clip, clip_plan
+from .power import power, power_plan
 from .polar import polar, polar_plan
-from .testing import make_matrix
+from .testing import from_spectrum, make_matrix
 
 __all__ = ["main"]
 
@@ -82,6 +83,7 @@ def run_demo(m: int = 256, n: int = 1024, dtype: str = "float32", repeat: int = 
     print("jordan (Muon's quintic) does not converge by design: its band is about [0.68, 1.13].",
           file=file)
     rows += _clip_demo(m, n, dtype, repeat, seed, file)
+    rows += _power_demo(m, n, dtype, repeat, seed, file)
     return rows
 
 
@@ -122,11 +124,54 @@ def _clip_demo(m, n, dtype, repeat, seed, file) -> list[dict]:
     return rows
 
 
+POWER_DEMO_METHODS = ("auto", "newton", "svd")
+POWER_DEMO_P = ("1/4", "1/2", "3/4", "-1/4")
+
+
+def _power_demo(m, n, dtype, repeat, seed, file) -> list[dict]:
+    from fractions import Fraction
+
+    print("", file=file)
+    print("power(B, p) = U s^p V^T on an input with s_min/s_max = 1e-2 (p < 0: the ridge map "
+          "s (s^2 + (1e-3 ||B||_F)^2)^((p-1)/2)); error: relative Frobenius error vs float64 SVD",
+          file=file)
+    header = f"{'p':>5s} {'method':8s} {'runs':>16s} {'products':>8s} {'time [ms]':>10s} " \
+             f"{'error':>9s} {'vs SVD':>7s}"
+    print("", file=file)
+    print(header, file=file)
+    print("-" * len(header), file=file)
+    r = min(m, n)
+    B = from_spectrum(np.geomspace(1.0, 1e-2, r), (m, n), seed=seed).astype(dtype)
+    u, s, vh = np.linalg.svd(B.astype(np.float64), full_matrices=False)
+    fro = float(np.sqrt((s * s).sum()))
+    rows = []
+    for ptext in POWER_DEMO_P:
+        p = Fraction(ptext)
+        f = s ** float(p) if p > 0 else s * (s * s + (1e-3 * fro) ** 2) ** ((float(p) - 1) / 2)
+        exact = (u * f) @ vh
+        power(B, p, method="newton")  # coefficient caches outside the timing
+        t_svd, _ = _best_time(lambda: power(B, p, method="svd"), repeat)
+        for method in POWER_DEMO_METHODS:
+            plan = power_plan(B, p, method=method)
+            t, Y = _best_time(lambda: power(B, p, method=method), repeat)
+            err = float(np.linalg.norm(np.asarray(Y, np.float64) - exact) / np.linalg.norm(exact))
+            runs = (plan.method if method == "auto" else "LAPACK" if plan.route == "svd" else
+                    f"{plan.polar_steps}+{plan.newton_steps} steps, r={plan.root}")
+            rows.append(dict(p=ptext, method=method, runs=runs, products=plan.matmuls,
+                             time_ms=1e3 * t, error=err, speedup=t_svd / t))
+            print(f"{ptext:>5s} {method:8s} {runs:>16s} {plan.matmuls:8d} {1e3 * t:10.1f} "
+                  f"{err:9.2e} {t_svd / t:6.2f}x", file=file)
+    print("", file=file)
+    print("power steps: Polar Express steps + coupled Newton steps for the inverse r-th root.",
+          file=file)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spectral-ops", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"spectral-ops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run every polar and clip method on NumPy test matrices")
+    demo = sub.add_parser("demo", help="run every polar, clip and power method on NumPy test matrices")
     demo.add_argument("--shape", type=int, nargs=2, default=(256, 1024), metavar=("M", "N"),
                       help="matrix shape (default: 256 1024)")
     demo.add_argument("--dtype", choices=("float32", "float64"), default="float32")

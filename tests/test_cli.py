@@ -55,3 +55,14 @@ def test_core_imports_no_framework():
             "bad = [m for m in ('torch', 'jax', 'cupy', 'optax') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_demo_prints_power_rows(capsys):
+    assert main(["demo", "--shape", "24", "40", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "power(B, p)" in out
+    rows = [line.split() for line in out.splitlines()
+            if line.split()[:1] in (["1/4"], ["1/2"], ["3/4"], ["-1/4"])]
+    assert len(rows) == 12
+    for row in rows:
+        assert float(row[-2]) <= 1e-3, row  # float32 target for s_min/s_max >= 1e-2

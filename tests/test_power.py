@@ -213,3 +213,34 @@ def test_homogeneity_and_transpose(m, n, seed, c, p, method):
     np.testing.assert_allclose(power(c * b, p, method=method), c ** float(p) * y,
                                atol=1e-8 * max(1.0, c ** float(p)))
     np.testing.assert_allclose(power(b.T, p, method=method), y.T, atol=1e-8)
+
+
+# --- schedules ------------------------------------------------------------------------
+
+def test_dynmuon_schedule_follows_the_formula():
+    from spectral_ops.schedules import dynmuon_schedule
+
+    s = dynmuon_schedule(1000)
+    for t in (0, 10, 40, 80, 200, 1000, 5000):
+        exact = -0.25 + 1.25 / (1 + np.exp((t / 1000 - 0.04) / 0.04))
+        assert abs(float(s(t)) - exact) <= 1 / 32 + 1e-12
+        assert s(t).denominator in (1, 2, 4, 8, 16)
+    assert s(10**7) == Fraction(-1, 4)  # no overflow far past the end
+    values = [s(t) for t in range(0, 1000)]
+    assert values == sorted(values, reverse=True)  # non-increasing
+
+
+def test_linear_cosine_constant_schedules():
+    from spectral_ops.schedules import constant_schedule, cosine_schedule, linear_schedule
+
+    lin = linear_schedule(100, 1.0, 0.0)
+    assert lin(0) == 1 and lin(50) == Fraction(1, 2) and lin(100) == 0 and lin(500) == 0
+    cos = cosine_schedule(100, 1.0, -0.25)
+    assert cos(0) == 1 and cos(100) == Fraction(-1, 4) and cos(50) == Fraction(3, 8)
+    assert constant_schedule(0.5)(123) == Fraction(1, 2)
+    with pytest.raises(ValueError, match=r"total_steps must be a positive integer"):
+        linear_schedule(0, 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"p_end must be a number in \[-1, 1\]"):
+        linear_schedule(10, 1.0, -2.0)
+    with pytest.raises(ValueError, match=r"denominator must be a positive integer"):
+        constant_schedule(0.5, denominator=0)

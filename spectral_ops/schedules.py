@@ -1,0 +1,118 @@
+r"""Exponent schedules for DynMuon-style training: ``p`` as a function of the step.
+
+DynMuon moves the spectral power from ``p_max`` (gradient-descent-like, 1) to
+``p_min`` (mildly negative) over training with a logistic curve:
+
+.. math::
+
+    p_t = p_{min} + \frac{p_{max} - p_{min}}{1 + \exp\bigl((t/T - c)/w\bigr)},
+
+defaults ``p_max = 1``, ``p_min = -0.25``, ``c = w = 0.04``.
+
+Every schedule returns :class:`fractions.Fraction` values on the grid
+:math:`1/\text{denominator}` (default 16), the form :func:`~spectral_ops.power`
+uses exactly. A finite grid also bounds how many distinct exponents a training
+run sees, which matters where each exponent is a separate compilation
+(``jax.jit`` with a static ``p``): at most ``2 * denominator + 1`` values in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Callable
+
+__all__ = ["dynmuon_schedule", "linear_schedule", "cosine_schedule", "constant_schedule"]
+
+Schedule = Callable[[int], Fraction]
+
+
+def _check(total_steps, p_start, p_end, denominator):
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive integer; got {total_steps!r}.")
+    for name, v in (("p_start", p_start), ("p_end", p_end)):
+        if not (isinstance(v, (int, float, Fraction)) and -1 <= v <= 1):
+            raise ValueError(f"{name} must be a number in [-1, 1]; got {v!r}.")
+    if isinstance(denominator, bool) or not isinstance(denominator, int) or denominator < 1:
+        raise ValueError(f"denominator must be a positive integer; got {denominator!r}.")
+
+
+def _on_grid(p: float, denominator: int) -> Fraction:
+    return Fraction(round(p * denominator), denominator)
+
+
+def dynmuon_schedule(total_steps: int, *, p_max: float = 1.0, p_min: float = -0.25,
+                     center: float = 0.04, width: float = 0.04,
+                     denominator: int = 16) -> Schedule:
+    r"""DynMuon's logistic schedule from ``p_max`` down to ``p_min``.
+
+    Parameters
+    ----------
+    total_steps : int
+        :math:`T`, the length of training.
+    p_max, p_min : float
+        Start and end exponents, in [-1, 1].
+    center, width : float
+        :math:`c` and :math:`w` as fractions of training: the drop is centred
+        at step :math:`cT` and takes about :math:`8wT` steps.
+    denominator : int
+        Exponents are rounded to multiples of ``1/denominator``.
+
+    Returns
+    -------
+    callable
+        ``schedule(step) -> Fraction``.
+
+    Examples
+    --------
+    >>> from spectral_ops.schedules import dynmuon_schedule
+    >>> s = dynmuon_schedule(10_000)
+    >>> s(0), s(400), s(1_000), s(10_000)
+    (Fraction(11, 16), Fraction(3, 8), Fraction(0, 1), Fraction(-1, 4))
+
+    With the defaults the curve starts at :math:`p_0 \approx 0.66`, not at
+    ``p_max``: :math:`t = 0` is one width before the centre.
+    """
+    _check(total_steps, p_max, p_min, denominator)
+    if not width > 0:
+        raise ValueError(f"width must be positive; got {width!r}.")
+
+    def schedule(step: int) -> Fraction:
+        z = (step / total_steps - center) / width
+        # logistic, written to stay finite for large |z|
+        frac = math.exp(-z) / (1.0 + math.exp(-z)) if z > 0 else 1.0 / (1.0 + math.exp(z))
+        return _on_grid(p_min + (p_max - p_min) * frac, denominator)
+
+    return schedule
+
+
+def linear_schedule(total_steps: int, p_start: float, p_end: float, *,
+                    denominator: int = 16) -> Schedule:
+    """Straight line from ``p_start`` (step 0) to ``p_end`` (``total_steps`` and after)."""
+    _check(total_steps, p_start, p_end, denominator)
+
+    def schedule(step: int) -> Fraction:
+        f = min(max(step / total_steps, 0.0), 1.0)
+        return _on_grid(p_start + (p_end - p_start) * f, denominator)
+
+    return schedule
+
+
+def cosine_schedule(total_steps: int, p_start: float, p_end: float, *,
+                    denominator: int = 16) -> Schedule:
+    """Half cosine from ``p_start`` (step 0) to ``p_end`` (``total_steps`` and after)."""
+    _check(total_steps, p_start, p_end, denominator)
+
+    def schedule(step: int) -> Fraction:
+        f = min(max(step / total_steps, 0.0), 1.0)
+        return _on_grid(p_end + (p_start - p_end) * 0.5 * (1 + math.cos(math.pi * f)),
+                        denominator)
+
+    return schedule
+
+
+def constant_schedule(p: float, *, denominator: int = 16) -> Schedule:
+    """The same exponent at every step (Muon^p with a fixed ``p``)."""
+    _check(1, p, p, denominator)
+    value = _on_grid(float(p), denominator) if not isinstance(p, Fraction) else p
+    return lambda step: value
