@@ -31,11 +31,13 @@ Methods (for ``m x n``, ``m <= n``):
 ``"polar"``
     Matrix products only: ``P`` by Polar Express, ``H`` (one ``m x n`` product),
     :math:`\Sigma` by Polar Express on the symmetric ``H - tau I`` (3 ``m x m``
-    products a step, designed to resolve :math:`|s - \tau|` down to a fixed
-    fraction of :math:`s_{max}`), one more ``m x n`` product. 16-bit inputs
-    compute ``P`` in their own dtype and everything after it in float32 (an
-    ``m x n`` bfloat16 product has errors of ``4e-3 s_max``, which at
-    ``s_max = 1e3 tau`` would exceed ``tau`` itself).
+    products a step, designed to resolve :math:`|s - \tau| \ge 10^{-4} s_{max}`),
+    a cubic refinement of the projector :math:`\Pi = (I - \Sigma)/2` (2 ``m x m``
+    products) and one more ``m x n`` product. 16-bit inputs run entirely in
+    float32 (``P`` to float32's default ``tol``) and are returned in their
+    dtype: ``H = BP^T`` carries ``s_max`` times the error of ``P``, and a
+    bfloat16 ``P`` (errors ~1e-2) at ``s_max = 1e3 tau`` gave output norms up
+    to 15 ``tau``.
 ``"newton"``
     The same identity with ``P`` and :math:`\Sigma` from QDWH (QR- and
     Cholesky-based Halley iterations), accurate to working precision for any
@@ -148,7 +150,9 @@ def _plan(xp, B, dtype, method, steps, floor, tol, eps) -> ClipPlan:
     mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
     if method == "polar":
         lower = _design_lower(floor, max(m, 1), bb.dtype_eps(xp, bb.wide_dtype(xp, dtype)))
-        ps = len(polar_express_schedule(lower, tol)[0]) if steps is None else int(steps)
+        # P runs in the wide dtype, to that dtype's default accuracy at least
+        ptol = min(tol, _DEFAULT_TOL[wide_name])
+        ps = len(polar_express_schedule(lower, ptol)[0]) if steps is None else int(steps)
         ss = len(_sign_schedule(wide_name, m, eps)) if steps is None else int(steps)
         sign_cols = 2 * m if eps is not None else m
         sign_flops = ss * (2 * 2.0 * m * m * sign_cols + mmm)
@@ -288,15 +292,21 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
 
     Notes
     -----
-    Error of ``"polar"`` (exact arithmetic): a singular value :math:`s` comes
-    out as :math:`\min(s, \tau) + e` with
-    :math:`|e| \le \tfrac12 |s - \tau|\,\delta_\Sigma(s) + \tau\,\delta_P(s)\,[s > \tau]`,
-    where :math:`\delta_P \le` ``tol`` above ``floor * s_max`` is the error of
-    the polar factor and :math:`\delta_\Sigma \le 10^{-6}` (float32) is the
-    error of the sign for :math:`|s - \tau| \ge 10^{-5} s_{max}`
-    (:math:`\delta_\Sigma \le 1` closer to the threshold, where the factor
-    :math:`|s - \tau|` makes the error small anyway). Below the threshold
-    :math:`\delta_P` does not enter.
+    Error of ``"polar"``: with :math:`\pi` the computed projector on a singular
+    direction (:math:`\pi^* = 1` below :math:`\tau`, 0 above) and
+    :math:`\delta_P` the relative error of the polar factor there, the output
+    singular value is
+    :math:`\min(s, \tau) + (\pi - \pi^*)(s - \tau) + (1 - \pi)\,\tau\,\delta_P`.
+    :math:`|\delta_P| \le` ``tol`` above ``floor * s_max``; the sign is designed
+    to :math:`|\pi - \pi^*| \le 10^{-4}` (before the cubic refinement, which
+    squares it) wherever :math:`|s - \tau| \ge 10^{-4} s_{max}`, and
+    :math:`|\pi - \pi^*| \le 1` closer to :math:`\tau`, where the factor
+    :math:`|s - \tau|` keeps the error small. Since the sign is taken of
+    :math:`s\,p(s) - \tau`, values within :math:`\tau|\delta_P|` of
+    :math:`\tau` may land on either side (an error of at most
+    :math:`\tau|\delta_P|`). Far below :math:`\tau` (:math:`\pi = 1`),
+    ``P`` cancels exactly. In float32, round-off adds about
+    :math:`\epsilon_{32}\|B\|_F` (docs/clip.md).
 
     Examples
     --------

@@ -31,8 +31,9 @@ Methods (``m x n`` with ``m <= n``):
 ``"svd"``
     Exact reference through the thin SVD.
 ``"auto"``
-    ``"svd"`` on CPUs where the SVD measured faster and for float64 (see
-    docs/power.md), else ``"newton"``.
+    On CPUs ``"svd"`` except for NumPy float32 inputs of aspect ratio 4 or more
+    with short side at least 128 (measured, see docs/power.md); ``"newton"`` on
+    accelerators.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from fractions import Fraction
 
 from . import _backbone as bb
 from .coefficients import polar_express_coefficients, polar_express_schedule
-from .polar import (_cpu_prefers_svd, default_tol, _design_lower, _is_real, _mT, _polar_express, polar)
+from .clip import _cpu_clip_prefers_svd
+from .polar import (default_tol, _design_lower, _is_real, _mT, _polar_express, polar)
 
 __all__ = ["power", "power_plan", "PowerPlan", "POWER_METHODS", "rational_exponent"]
 
@@ -189,7 +191,9 @@ def _plan(xp, B, dtype, q, method, eps, floor) -> PowerPlan:
     if q == 0 and eps is None:
         return PowerPlan("polar", q, "polar", 0, 0, 0, 0, 0.0)
     if method == "auto":
-        if m == 0 or (not bb.on_accelerator(B) and _cpu_prefers_svd(xp, dtype, B.shape)):
+        # CPU crossovers as measured for clip (docs/power.md): like clip, power costs
+        # about 2-3 polar iterations, so the same rule holds
+        if m == 0 or (not bb.on_accelerator(B) and _cpu_clip_prefers_svd(xp, dtype, B.shape)):
             method = "svd"
         else:
             method = "newton"
