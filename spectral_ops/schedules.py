@@ -22,9 +22,31 @@ import math
 from fractions import Fraction
 from typing import Callable
 
-__all__ = ["dynmuon_schedule", "linear_schedule", "cosine_schedule", "constant_schedule"]
+__all__ = ["GridSchedule", "dynmuon_schedule", "linear_schedule", "cosine_schedule", "constant_schedule"]
 
 Schedule = Callable[[int], Fraction]
+
+
+class GridSchedule:
+    """A schedule ``step -> Fraction`` that also lists every value it can take.
+
+    ``values`` (ascending) lets a compiled training step select among
+    precompiled exponents (e.g. ``jax.lax.switch``) instead of recompiling.
+    """
+
+    def __init__(self, fn: Callable[[int], Fraction], lo: Fraction, hi: Fraction,
+                 denominator: int):
+        self._fn = fn
+        lo_k = math.floor(min(lo, hi) * denominator)
+        hi_k = math.ceil(max(lo, hi) * denominator)
+        self.values = tuple(Fraction(k, denominator) for k in range(lo_k, hi_k + 1))
+
+    def __call__(self, step: int) -> Fraction:
+        return self._fn(step)
+
+    def index(self, step: int) -> int:
+        """Position of ``schedule(step)`` in ``values``."""
+        return self.values.index(self._fn(step))
 
 
 def _check(total_steps, p_start, p_end, denominator):
@@ -83,7 +105,7 @@ def dynmuon_schedule(total_steps: int, *, p_max: float = 1.0, p_min: float = -0.
         frac = math.exp(-z) / (1.0 + math.exp(-z)) if z > 0 else 1.0 / (1.0 + math.exp(z))
         return _on_grid(p_min + (p_max - p_min) * frac, denominator)
 
-    return schedule
+    return GridSchedule(schedule, schedule(0), _on_grid(p_min, denominator), denominator)
 
 
 def linear_schedule(total_steps: int, p_start: float, p_end: float, *,
@@ -95,7 +117,7 @@ def linear_schedule(total_steps: int, p_start: float, p_end: float, *,
         f = min(max(step / total_steps, 0.0), 1.0)
         return _on_grid(p_start + (p_end - p_start) * f, denominator)
 
-    return schedule
+    return GridSchedule(schedule, schedule(0), schedule(total_steps), denominator)
 
 
 def cosine_schedule(total_steps: int, p_start: float, p_end: float, *,
@@ -108,11 +130,13 @@ def cosine_schedule(total_steps: int, p_start: float, p_end: float, *,
         return _on_grid(p_end + (p_start - p_end) * 0.5 * (1 + math.cos(math.pi * f)),
                         denominator)
 
-    return schedule
+    return GridSchedule(schedule, schedule(0), schedule(total_steps), denominator)
 
 
 def constant_schedule(p: float, *, denominator: int = 16) -> Schedule:
     """The same exponent at every step (Muon^p with a fixed ``p``)."""
     _check(1, p, p, denominator)
     value = _on_grid(float(p), denominator) if not isinstance(p, Fraction) else p
-    return lambda step: value
+    out = GridSchedule(lambda step: value, value, value, denominator)
+    out.values = (value,)
+    return out
