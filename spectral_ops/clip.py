@@ -141,7 +141,7 @@ def _plan(xp, B, dtype, method, steps, floor, tol, eps) -> ClipPlan:
     if method == "auto":
         if m == 0:
             method = "svd"
-        elif tol < 10 * deps:
+        elif tol < 10 * bb.dtype_eps(xp, bb.wide_dtype(xp, dtype)):  # 16-bit runs in float32
             method = "newton" if bb.on_accelerator(B) else "svd"
         elif not bb.on_accelerator(B) and _cpu_clip_prefers_svd(xp, dtype, B.shape):
             method = "svd"

@@ -176,7 +176,8 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
     ``method="auto"`` resolves as follows:
 
     * when ``tol`` is below what the matmul iterations reach in the compute dtype
-      (``tol < 10 eps``), ``"qdwh"`` on accelerators and ``"svd"`` on CPUs;
+      (``tol < 10 eps``; in 16-bit dtypes, below the dtype's default ``tol``),
+      ``"qdwh"`` on accelerators and ``"svd"`` on CPUs;
     * on CPUs, ``"svd"`` where LAPACK's SVD measured faster than the Polar
       Express iteration: float64; NumPy float32 with short side below 64;
       torch and JAX single matrices (stacks of fewer than 16). Otherwise
@@ -204,6 +205,16 @@ def _check_options(method, steps, floor, tol):
         raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
 
 
+def _exact_route_below(xp, dtype, name, eps) -> float:
+    """``tol`` under which ``auto`` leaves the matrix-product iterations.
+
+    32/64-bit: ``10 eps`` (round-off). 16-bit: the dtype's default ``tol`` (2e-2
+    bfloat16, 1e-2 float16), which is what a 16-bit Polar Express reaches;
+    ``10 eps`` (7.8e-2 in bfloat16) would send every default call to QDWH.
+    """
+    return _DEFAULT_TOL[name] if bb.is_16bit(xp, dtype) else 10 * eps
+
+
 def _is_real(value) -> bool:
     """A real Python or NumPy scalar (not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -218,7 +229,7 @@ def _plan(xp, B, shape, dtype, method, steps, floor, tol) -> PolarPlan:
     if method == "auto":
         if min(m, n) == 0:
             method = "svd"
-        elif tol < 10 * eps:
+        elif tol < _exact_route_below(xp, dtype, name, eps):
             method = "qdwh" if bb.on_accelerator(B) else "svd"
         else:
             method = "polar_express"

@@ -32,8 +32,8 @@ Methods (``m x n`` with ``m <= n``):
     Exact reference through the thin SVD.
 ``"auto"``
     On CPUs ``"svd"`` except for NumPy float32 inputs of aspect ratio 4 or more
-    with short side at least 128 (measured, see docs/power.md); ``"newton"`` on
-    accelerators.
+    with short side at least 128 (the crossover measured for clip, which costs
+    about as many products; see docs/power.md); ``"newton"`` on accelerators.
 """
 
 from __future__ import annotations
@@ -210,15 +210,18 @@ def _plan(xp, B, dtype, q, method, eps, floor) -> PowerPlan:
         lower = _design_lower(floor, max(m, 1), weps)
         ps = len(polar_express_schedule(lower, _polar_tol(wide_name))[0])
         ns = newton_steps(floor / max(m, 1) ** 0.25, r, tol)
+        # per Newton step: Y W (none in the first step), W^r, W^r M
         per = 1 + _matpow_count(r) + 1
-        k = 3 * ps + 1 + 1 + per * ns + _matpow_count(b - a) + 2
-        f = ps * (2 * mmn + mmm) + mmn + mmm + per * ns * mmm + (_matpow_count(b - a) + 1) * mmm + mmn
+        newton = max(per * ns - 1, 0)
+        k = 3 * ps + 1 + 1 + newton + _matpow_count(b - a) + 2
+        f = ps * (2 * mmn + mmm) + mmn + mmm + newton * mmm + (_matpow_count(b - a) + 1) * mmm + mmn
         return PowerPlan("newton", q, "polar-root", ps, ns, r, k, f)
     r = 2 * b
     ns = newton_steps(eps * eps / (1.0 + eps * eps), r, tol)
     per = 1 + _matpow_count(r) + 1
-    k = 1 + per * ns + _matpow_count(b - a) + 1
-    f = mmn + per * ns * mmm + _matpow_count(b - a) * mmm + mmn
+    newton = max(per * ns - 1, 0)
+    k = 1 + newton + _matpow_count(b - a) + 1
+    f = mmn + newton * mmm + _matpow_count(b - a) * mmm + mmn
     return PowerPlan("newton", q, "gram-ridge", 0, ns, r, k, f)
 
 

@@ -134,7 +134,11 @@ def cosine_schedule(total_steps: int, p_start: float, p_end: float, *,
 
 
 def constant_schedule(p: float, *, denominator: int = 16) -> Schedule:
-    """The same exponent at every step (Muon^p with a fixed ``p``)."""
+    """The same exponent at every step (Muon^p with a fixed ``p``).
+
+    A float is rounded to the grid ``1/denominator`` (``0.3 -> 5/16``); pass a
+    ``Fraction`` to keep it exactly.
+    """
     _check(1, p, p, denominator)
     value = _on_grid(float(p), denominator) if not isinstance(p, Fraction) else p
     out = GridSchedule(lambda step: value, value, value, denominator)

@@ -304,3 +304,18 @@ def test_errors_name_argument_and_fix(B, kwargs, exc, msg):
 def test_empty_matrix():
     B = np.zeros((0, 5))
     assert polar(B).shape == (0, 5)
+
+
+def test_auto_on_accelerators_keeps_16bit_on_the_matrix_route(monkeypatch):
+    # bfloat16's default tol (2e-2) is below 10 eps (7.8e-2): that must not force QDWH
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    import spectral_ops._backbone as bb
+    from spectral_ops import clip_plan, power_plan
+
+    monkeypatch.setattr(bb, "on_accelerator", lambda x: True)
+    B = torch.zeros(256, 1024, dtype=torch.bfloat16)
+    assert polar_plan(B).method == "polar_express"
+    assert clip_plan(B, 1.0).method == "polar"
+    assert power_plan(B, 0.5).method == "newton"
+    assert polar_plan(B, tol=1e-3).method == "qdwh"  # beyond what bf16 iterations reach
+    assert polar_plan(torch.zeros(64, 64), tol=1e-7).method == "qdwh"
