@@ -68,8 +68,8 @@ class TimeClipCPU:
     params = (["numpy", "torch"], CPU_SHAPES, IMPLS)
     param_names = ["backend", "shape", "impl"]
     number = 1
-    rounds = 2
-    repeat = (1, 10, 6.0)
+    rounds = 1
+    repeat = (1, 5, 4.0)
     warmup_time = 0.0
     timeout = 900.0
 
