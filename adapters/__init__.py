@@ -4,3 +4,7 @@ The framework-specific modules (``spectral_ops.adapters.torch``,
 ``spectral_ops.adapters.optax``) live here, outside the framework-free core,
 so that ``import spectral_ops`` never imports a framework.
 """
+
+from ._common import Direction, SCALES, scale_factor  # framework-free
+
+__all__ = ["Direction", "SCALES", "scale_factor"]

@@ -35,18 +35,31 @@ import optax
 from ._common import SCALES, Direction, scale_factor
 
 __all__ = ["scale_by_spectral", "ScaleBySpectralState", "muon", "mucon", "muon_p", "dyn_muon",
-           "scale_factor", "SCALES"]
+           "Direction", "scale_factor", "SCALES"]
 
 
 class ScaleBySpectralState(NamedTuple):
-    """State of :func:`scale_by_spectral`."""
+    """State of :func:`scale_by_spectral`.
 
-    count: jax.Array  # int32 scalar: steps taken
-    mu: Any  # momentum, same tree as the parameters
+    Attributes
+    ----------
+    count : jax.Array
+        int32 scalar, the number of updates taken.
+    mu : pytree
+        The momentum (EMA of the gradients), same tree as the parameters.
+    """
+
+    count: jax.Array
+    mu: Any
 
 
 def _matrix_view(shape, batch_dims):
     """(matrix shape (..., in, out), fan_in, fan_out) of a flax-layout leaf."""
+    if len(shape) - batch_dims < 2 or (batch_dims and len(shape) - batch_dims != 2):
+        raise ValueError(
+            f"a spectral leaf needs {'exactly' if batch_dims else 'at least'} "
+            f"{batch_dims + 2} dimensions (batch_dims={batch_dims}); got shape {tuple(shape)}. "
+            f"Leave it to AdamW (spectral_mask) or reshape it.")
     if batch_dims:
         return tuple(shape), shape[-2], shape[-1]
     fan_in, fan_out = math.prod(shape[:-1]), shape[-1]
@@ -77,10 +90,15 @@ def scale_by_spectral(direction: Direction, *, momentum: float = 0.95, nesterov:
         raise ValueError(f"momentum must be in [0, 1); got {momentum!r}.")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}; got {scale!r}.")
-    if direction.p_schedule is not None and not hasattr(direction.p_schedule, "values"):
-        raise ValueError(
-            "under jax.jit the exponent schedule must list its values: use a schedule from "
-            "spectral_ops.schedules (a GridSchedule) or wrap yours in one.")
+    if direction.p_schedule is not None:
+        sched = direction.p_schedule
+        if not (hasattr(sched, "values") and hasattr(sched, "index")):
+            raise ValueError(
+                "under jax.jit the exponent schedule must list its values: use a schedule from "
+                "spectral_ops.schedules (a GridSchedule) or wrap yours in one.")
+        if sched(0) not in tuple(sched.values):
+            raise ValueError(f"the schedule's value at step 0, {sched(0)}, is not in its "
+                             f"values {tuple(sched.values)}.")
 
     def init_fn(params):
         mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype or p.dtype), params)
@@ -99,42 +117,42 @@ def scale_by_spectral(direction: Direction, *, momentum: float = 0.95, nesterov:
         else:
             mu_hat = jax.tree.map(lambda m: m / bc(t), mu)
         leaves, treedef = jax.tree.flatten(mu_hat)
-        out = _apply_batched(direction, leaves, state.count, scale, batch_dims)
+        idx = None
+        if direction.p_schedule is not None and leaves:
+            # one host callback per step for the schedule's position
+            sched = direction.p_schedule
+            idx = jax.pure_callback(lambda c: np.int32(sched.index(int(c))),
+                                    jax.ShapeDtypeStruct((), jnp.int32), state.count)
+        out = _apply_batched(direction, leaves, idx, scale, batch_dims)
         return jax.tree.unflatten(treedef, out), ScaleBySpectralState(count=t, mu=mu)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _apply_batched(direction, leaves, count, scale, batch_dims):
+def _apply_batched(direction, leaves, idx, scale, batch_dims):
+    # idx: the schedule's branch index for this step (None without a schedule)
     """The direction of every leaf; same-shaped matrices share one batched core call."""
     buckets: dict = {}
     for i, x in enumerate(leaves):
         shape, fan_in, fan_out = _matrix_view(x.shape, batch_dims)
         buckets.setdefault((shape, x.dtype), []).append(i)
     out = [None] * len(leaves)
-    for (shape, _), idx in buckets.items():
-        stack = jnp.stack([leaves[i].reshape(shape) for i in idx])
-        d = _direction(direction, stack, count)
+    for (shape, _), members in buckets.items():
+        stack = jnp.stack([leaves[i].reshape(shape) for i in members])
+        d = _direction(direction, stack, idx)
         _, fan_in, fan_out = _matrix_view(shape, batch_dims)
         k = scale_factor(scale, fan_out, fan_in)
-        for j, i in enumerate(idx):
+        for j, i in enumerate(members):
             out[i] = (k * d[j]).reshape(leaves[i].shape).astype(leaves[i].dtype)
     return out
 
 
-def _direction(direction: Direction, x, count):
+def _direction(direction: Direction, x, idx):
     if direction.p_schedule is None:
         return direction(x)
-    sched = direction.p_schedule
-    values = tuple(sched.values)
-
-    def host_index(c):
-        return np.int32(sched.index(int(c)))
-
-    idx = jax.pure_callback(host_index, jax.ShapeDtypeStruct((), jnp.int32), count)
     branches = [(lambda v: (lambda y: Direction("power", direction.method, p=v,
                                                 compute_dtype=direction.compute_dtype)(y)))(v)
-                for v in values]
+                for v in direction.p_schedule.values]
     return jax.lax.switch(idx, branches, x)
 
 
@@ -162,7 +180,7 @@ def _partition(spectral_tx, learning_rate, weight_decay, spectral_mask, adam):
 def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
          weight_decay: float = 0.0, method: str = "auto", steps: int | None = None,
          scale: str = "spectral", compute_dtype=None, batch_dims: int = 0,
-         spectral_mask=None, **adam) -> optax.GradientTransformation:
+         spectral_mask=None, mu_dtype=None, **adam) -> optax.GradientTransformation:
     """Muon: the polar factor of the momentum.
 
     With ``method="jordan", steps=5, scale="jordan"`` it reproduces
@@ -171,44 +189,46 @@ def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
     spectral update (default: ``ndim >= 2``); the rest get AdamW
     (``adam_learning_rate``, ``adam_b1``, ``adam_b2``, ``adam_eps``,
     ``adam_weight_decay``, ``adam_nesterov``: ``optax.contrib.muon``'s defaults).
+    ``mu_dtype``: dtype of the momentum (e.g. ``jnp.float32`` for bfloat16
+    parameters).
     """
     tx = scale_by_spectral(Direction("polar", method, steps, compute_dtype=compute_dtype),
                            momentum=momentum, nesterov=nesterov, scale=scale,
-                           batch_dims=batch_dims)
+                           batch_dims=batch_dims, mu_dtype=mu_dtype)
     return _partition(tx, learning_rate, weight_decay, spectral_mask, adam)
 
 
 def mucon(learning_rate, *, tau: float = 1.0, momentum: float = 0.95, nesterov: bool = True,
           weight_decay: float = 0.0, method: str = "auto", steps: int | None = None,
           scale: str = "spectral", compute_dtype=None, batch_dims: int = 0,
-          spectral_mask=None, **adam) -> optax.GradientTransformation:
+          spectral_mask=None, mu_dtype=None, **adam) -> optax.GradientTransformation:
     """MuCon: the momentum with singular values clipped at ``tau``."""
     tx = scale_by_spectral(Direction("clip", method, steps, tau=tau, compute_dtype=compute_dtype),
                            momentum=momentum, nesterov=nesterov, scale=scale,
-                           batch_dims=batch_dims)
+                           batch_dims=batch_dims, mu_dtype=mu_dtype)
     return _partition(tx, learning_rate, weight_decay, spectral_mask, adam)
 
 
 def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
            nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
            scale: str = "spectral", compute_dtype=None, batch_dims: int = 0,
-           spectral_mask=None, **adam) -> optax.GradientTransformation:
+           spectral_mask=None, mu_dtype=None, **adam) -> optax.GradientTransformation:
     """Muon^p: the fractional power ``U S^p V^T`` of the momentum."""
     tx = scale_by_spectral(Direction("power", method, p=p, compute_dtype=compute_dtype),
                            momentum=momentum, nesterov=nesterov, scale=scale,
-                           batch_dims=batch_dims)
+                           batch_dims=batch_dims, mu_dtype=mu_dtype)
     return _partition(tx, learning_rate, weight_decay, spectral_mask, adam)
 
 
 def dyn_muon(learning_rate, *, p_schedule: Callable, momentum: float = 0.95,
              nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
              scale: str = "spectral", compute_dtype=None, batch_dims: int = 0,
-             spectral_mask=None, **adam) -> optax.GradientTransformation:
+             spectral_mask=None, mu_dtype=None, **adam) -> optax.GradientTransformation:
     """DynMuon: Muon^p with ``p = p_schedule(step)``, a
     :class:`~spectral_ops.schedules.GridSchedule` such as
     ``spectral_ops.schedules.dynmuon_schedule(total_steps)``."""
     tx = scale_by_spectral(Direction("power", method, p_schedule=p_schedule,
                                      compute_dtype=compute_dtype),
                            momentum=momentum, nesterov=nesterov, scale=scale,
-                           batch_dims=batch_dims)
+                           batch_dims=batch_dims, mu_dtype=mu_dtype)
     return _partition(tx, learning_rate, weight_decay, spectral_mask, adam)

@@ -198,6 +198,8 @@ def test_torch_scale_rules_and_errors():
         st.Muon(w, momentum=1.0)
     with pytest.raises(ValueError, match=r"needs at least 2 dimensions after its batch_dims"):
         st.Muon([{"params": [torch.nn.Parameter(torch.randn(4))], "spectral": True}])
+    with pytest.raises(ValueError, match=r"with batch_dims=1 a spectral parameter must have exactly 3"):
+        st.Muon([{"params": [torch.nn.Parameter(torch.randn(2, 4, 4, 3, 3))], "batch_dims": 1}])
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo notes on graph breaks
@@ -222,7 +224,7 @@ jax = pytest.importorskip("jax", reason="jax is not installed")
 optax = pytest.importorskip("optax", reason="optax is not installed")
 import jax.numpy as jnp  # noqa: E402
 from spectral_ops.adapters import optax as so  # noqa: E402
-from spectral_ops.adapters._common import Direction  # noqa: E402
+from spectral_ops.adapters import Direction  # noqa: E402
 
 
 def _jax_problem():
@@ -288,3 +290,36 @@ def test_optax_state_is_named_tuples_and_layout_is_flax():
 def test_optax_schedule_must_list_its_values():
     with pytest.raises(ValueError, match=r"must list its values"):
         so.dyn_muon(0.02, p_schedule=lambda t: 0.5)
+
+
+def test_optax_mu_dtype_and_leaf_checks():
+    params = {"w": jnp.ones((8, 16), jnp.bfloat16)}
+    tx = so.muon(0.01, mu_dtype=jnp.float32)
+    state = tx.init(params)
+    leaves = [x for x in jax.tree.leaves(state) if getattr(x, "shape", ()) == (8, 16)]
+    assert leaves and all(x.dtype == jnp.float32 for x in leaves)
+    bad = so.scale_by_spectral(Direction("polar"), batch_dims=1)
+    with pytest.raises(ValueError, match=r"needs exactly 3 dimensions \(batch_dims=1\)"):
+        bad.update({"w": jnp.ones((2, 3, 4, 5))}, bad.init({"w": jnp.ones((2, 3, 4, 5))}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch on this machine")
+def test_torch_optimizers_on_cuda_match_cpu():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for cls, kw in [(st.Muon, {"method": "polar_express"}), (st.MuCon, {"tau": 0.5, "method": "polar"}),
+                    (st.MuonP, {"p": 0.5, "method": "newton"})]:
+        results = []
+        for device in ("cpu", "cuda"):
+            params, loss_fn = _torch_problem(5)
+            params = [torch.nn.Parameter(p.detach().to(device)) for p in params]
+            opt = cls(params, lr=0.02, **kw)
+            for _ in range(3):
+                opt.zero_grad()
+                g = torch.Generator().manual_seed(0)
+                x = torch.randn(256, 128, generator=g).to(device)
+                (((x @ params[0].T) @ params[1].T).pow(2).mean() + (x @ params[2].T).sin().sum()
+                 * 1e-2).backward()
+                opt.step()
+            results.append([p.detach().cpu() for p in params])
+        for a, b in zip(*results):
+            assert torch.allclose(a, b, atol=1e-4), cls
