@@ -36,6 +36,7 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -397,12 +398,14 @@ def _tight_start(xp, x, eps):
 
 def _polar_express(xp, x, coefs, eps):
     x, a, a2 = _tight_start(xp, x, eps)
+    comb = functools.partial(_lincomb, xp)
     for t, (ca, cb, cc) in enumerate(coefs):
-        if t > 0:
+        if t == 0:
+            poly = _lincomb(xp, [(cb, a), (cc, a2)], x.dtype)  # A^2 is already formed
+        else:
             a = x @ _mT(xp, x)
-            a2 = a @ a
-        poly = _lincomb(xp, [(cb, a), (cc, a2)], x.dtype)
-        x = _lincomb(xp, [(ca, x), (1.0, poly @ x)], x.dtype)
+            poly = bb.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)  # bA + cA^2
+        x = bb.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)  # aX + (bA + cA^2) X
     return x
 
 
@@ -411,10 +414,12 @@ def _jordan(xp, x, steps):
     # normalisation, then the fixed quintic.
     x, _ = bb.frobenius_scale(xp, x)
     ca, cb, cc = JORDAN_COEFFICIENTS
+    comb = functools.partial(_lincomb, xp)
     for _ in range(steps):
         a = x @ _mT(xp, x)
-        poly = _lincomb(xp, [(cb, a), (cc, a @ a)], x.dtype)
-        x = _lincomb(xp, [(ca, x), (1.0, poly @ x)], x.dtype)
+        # torch.optim.Muon's own arithmetic: addmm for both combinations
+        poly = bb.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)
+        x = bb.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
     return x
 
 
