@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import numpy as np
@@ -27,10 +28,10 @@ EPS32 = 2.0**-23
 _WARMED: set = set()
 
 
-def parse_shape(text: str) -> tuple[int, int]:
-    """``"512x2048"`` -> ``(512, 2048)`` (params are strings so tables read well)."""
-    m, n = text.split("x")
-    return int(m), int(n)
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"512x2048"`` -> ``(512, 2048)``; ``"16x256x256"`` -> a stack of 16
+    (params are strings so tables read well)."""
+    return tuple(int(v) for v in text.split("x"))
 
 
 # --- backends -----------------------------------------------------------------
@@ -119,13 +120,12 @@ def gaussian_torch_cpu(shape: str, seed: int = 0):
 
 def small_like(shape: str) -> str:
     """A small matrix of the same orientation, for warm-up calls."""
-    m, n = parse_shape(shape)
+    m, n = parse_shape(shape)[-2:]
     return "128x512" if m <= n else "512x128"
 
 
 def is_large(shape: str) -> bool:
-    m, n = parse_shape(shape)
-    return m * n > FULL_WARMUP_MAX_ELEMENTS
+    return math.prod(parse_shape(shape)) > FULL_WARMUP_MAX_ELEMENTS
 
 
 def warm_once(key, fn) -> None:
