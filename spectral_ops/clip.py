@@ -55,7 +55,7 @@ import numbers
 from dataclasses import dataclass
 
 from . import _backbone as bb
-from .polar import (_cpu_prefers_svd, _design_lower, _is_real, _mT, _numpy_backed, _polar_express,
+from .polar import (_check_method_steps_tol, _cpu_prefers_svd, _design_lower, _is_real, _mT, _numpy_backed, _polar_express,
                     _qdwh, _qdwh_fixed, _qdwh_schedule)
 from .coefficients import polar_express_coefficients, polar_express_schedule
 
@@ -117,18 +117,11 @@ def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
 
 
 def _plan(xp, B, dtype, method, steps, floor, tol, eps) -> ClipPlan:
-    if method not in CLIP_METHODS:
-        raise ValueError(f"method must be one of {CLIP_METHODS}; got {method!r}.")
-    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
-        raise ValueError(f"steps must be a positive integer or None; got {steps!r}.")
-    if steps is not None and method == "svd":
-        raise ValueError("steps does not apply to method='svd'; leave it as None.")
+    _check_method_steps_tol(CLIP_METHODS, method, steps, tol)
     if not (_is_real(floor) and 0 < floor < 1):
         raise ValueError(
             f"floor must be a number in (0, 1): singular values above tau and above "
             f"floor * s_max are cut to tau accurately; got {floor!r}.")
-    if tol is not None and not (_is_real(tol) and 0 < tol < 1):
-        raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
     if eps is not None and not (_is_real(eps) and 0 < eps < 1):
         raise ValueError(
             f"eps must be None (no smoothing) or a number in (0, 1), the smoothing width "
@@ -136,7 +129,6 @@ def _plan(xp, B, dtype, method, steps, floor, tol, eps) -> ClipPlan:
     m, n = sorted(B.shape[-2:])
     name = bb._dtype_name(xp, dtype)
     wide_name = "float32" if name in ("float16", "bfloat16") else name
-    deps = bb.dtype_eps(xp, dtype)
     tol = _DEFAULT_TOL[name] if tol is None else float(tol)
     if method == "auto":
         if m == 0:
@@ -190,8 +182,12 @@ def _sign_schedule(wide_name: str, m: int, eps: float | None):
     return coefs
 
 
-def _check_tau(xp, tau, B):
-    """Validate ``tau``: a positive real scalar, or an array broadcastable to the batch."""
+def _check_tau(xp, tau, B, check_values=False):
+    """Validate ``tau``: a positive real scalar, or an array broadcastable to the batch.
+
+    The entries of an array ``tau`` are checked on the host; on an accelerator only
+    with ``check_values`` (``check_finite=True``), which costs a synchronisation.
+    """
     batch = tuple(B.shape[:-2])
     if isinstance(tau, bool):
         raise TypeError("tau must be a positive real number or array; got a bool.")
@@ -217,10 +213,11 @@ def _check_tau(xp, tau, B):
         raise ValueError(
             f"tau of shape {tshape} does not broadcast to the batch shape {batch} of B "
             f"{tuple(B.shape)}; give one value per matrix (shape {batch}) or a scalar.")
+    if bb.on_accelerator(tau) and not check_values:
+        return  # reading device values back would stall every call; see check_finite
     try:
-        positive = bool(xp.all(tau > 0) & xp.all(xp.isfinite(xp.astype(tau, xp.float32)
-                                                               if not xp.isdtype(tau.dtype, "real floating")
-                                                               else tau)))
+        finite = xp.all(xp.isfinite(tau)) if xp.isdtype(tau.dtype, "real floating") else True
+        positive = bool(xp.all(tau > 0) & finite)
     except Exception:  # a traced value (jax.jit): cannot be inspected on the host
         return
     if not positive:
@@ -250,7 +247,9 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
         Real floating array of any array-API library. Never modified.
     tau : float or array
         Positive radius: a scalar, or an array of shape broadcastable to the
-        batch shape ``B.shape[:-2]`` (one radius per matrix).
+        batch shape ``B.shape[:-2]`` (one radius per matrix). Entries of an
+        array on an accelerator are checked for positivity only with
+        ``check_finite=True`` (that check synchronises with the device).
     method : {"auto", "polar", "newton", "svd"}
         See the module docstring and :func:`clip_plan`.
     steps : int, optional
@@ -283,7 +282,8 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     compute_dtype : dtype or str, optional
         Dtype to iterate in. Default: ``B``'s dtype.
     check_finite : bool
-        Raise ``ValueError`` if ``B`` holds NaN or inf (one host sync).
+        Raise ``ValueError`` if ``B`` holds NaN or inf, or an accelerator-resident
+        ``tau`` holds a non-positive or non-finite entry (one host sync).
 
     Returns
     -------
@@ -319,7 +319,7 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     """
     prep = bb.prepare(B, compute_dtype=compute_dtype, check_finite=check_finite)
     xp = prep.xp
-    _check_tau(xp, tau, B)
+    _check_tau(xp, tau, B, check_values=check_finite)
     plan = _plan(xp, B, prep.dtype, method, steps, floor, tol, eps)
     x = prep.x
     if prep.m == 0:

@@ -195,20 +195,25 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
     return _plan(xp, B, B.shape, dtype, method, steps, floor, tol)
 
 
-def _check_options(method, steps, floor, tol):
-    if method not in POLAR_METHODS:
-        raise ValueError(f"method must be one of {POLAR_METHODS}; got {method!r}.")
+def _check_method_steps_tol(methods, method, steps, tol):
+    """The option checks that polar and clip share."""
+    if method not in methods:
+        raise ValueError(f"method must be one of {methods}; got {method!r}.")
     if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
         raise ValueError(f"steps must be a positive integer or None; got {steps!r}.")
     if steps is not None and method == "svd":
         raise ValueError("steps does not apply to method='svd'; leave it as None.")
+    if tol is not None and not (_is_real(tol) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
+
+
+def _check_options(method, steps, floor, tol):
+    _check_method_steps_tol(POLAR_METHODS, method, steps, tol)
     if not (_is_real(floor) and 0 < floor < 1):
         raise ValueError(
             f"floor must be a number in (0, 1), the relative singular value above which "
             f"the accuracy target holds; got {floor!r}."
         )
-    if tol is not None and not (_is_real(tol) and 0 < tol < 1):
-        raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
 
 
 def _exact_route_below(xp, dtype, name, eps) -> float:

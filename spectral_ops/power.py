@@ -208,7 +208,8 @@ def _plan(xp, B, dtype, q, method, eps, floor) -> PowerPlan:
         r = b
         weps = bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
         lower = _design_lower(floor, max(m, 1), weps)
-        ps = len(polar_express_schedule(lower, _polar_tol(wide_name))[0])
+        # H = B P^T inherits P's relative error: polar's own default tol suffices
+        ps = len(polar_express_schedule(lower, default_tol(wide_name))[0])
         ns = newton_steps(floor / max(m, 1) ** 0.25, r, tol)
         # per Newton step: Y W (none in the first step), W^r, W^r M
         per = 1 + _matpow_count(r) + 1
@@ -223,11 +224,6 @@ def _plan(xp, B, dtype, q, method, eps, floor) -> PowerPlan:
     k = 1 + newton + _matpow_count(b - a) + 1
     f = mmn + newton * mmm + _matpow_count(b - a) * mmm + mmn
     return PowerPlan("newton", q, "gram-ridge", 0, ns, r, k, f)
-
-
-def _polar_tol(wide_name: str) -> float:
-    # H = B P^T inherits P's relative error: polar's own defaults (1e-12, 1e-4) suffice
-    return default_tol(wide_name)
 
 
 def power(B, p, /, *, method: str = "auto", eps: float | None = None, floor: float | None = None,

@@ -243,3 +243,14 @@ def test_positive_homogeneity_and_transpose(m, n, seed, c, method):
     y = clip(b, tau, method=method)
     np.testing.assert_allclose(clip(c * b, c * tau, method=method) / c, y, atol=1e-8)
     np.testing.assert_allclose(clip(b.T, tau, method=method), y.T, atol=1e-8)
+
+
+def test_device_tau_is_read_back_only_with_check_finite(monkeypatch):
+    # on an accelerator, inspecting tau's entries would synchronise every call
+    import spectral_ops._backbone as bb
+
+    B, tau = np.ones((3, 4, 5)), np.array([1.0, -1.0, 1.0])
+    monkeypatch.setattr(bb, "on_accelerator", lambda x: True)
+    clip(B, tau, method="svd")  # not inspected
+    with pytest.raises(ValueError, match=r"tau must be positive and finite in every entry"):
+        clip(B, tau, method="svd", check_finite=True)
