@@ -128,6 +128,15 @@ def is_large(shape: str) -> bool:
     return math.prod(parse_shape(shape)) > FULL_WARMUP_MAX_ELEMENTS
 
 
+def synced(fn, sync):
+    """``fn`` followed by ``sync()`` (a device synchronisation, or nothing on CPUs)."""
+    def run():
+        out = fn()
+        sync()
+        return out
+    return run
+
+
 def warm_once(key, fn) -> None:
     """Call ``fn()`` once per process for ``key`` (warm-up outside the timed region)."""
     if key in _WARMED:

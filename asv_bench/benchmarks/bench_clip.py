@@ -43,23 +43,12 @@ def _fn(xp_name, impl, B, tau, sync=lambda: None):
 
             def run():
                 u, s, vh = torch.linalg.svd(B, full_matrices=False)
-                out = (u * s.clamp(max=tau)) @ vh
-                sync()
-                return out
-        return run
+                return (u * s.clamp(max=tau)) @ vh
+        return c.synced(run, sync)
     if impl == "polar":
-        def run():
-            out = spectral_ops.polar(B, method="polar_express")
-            sync()
-            return out
-        return run
+        return c.synced(lambda: spectral_ops.polar(B, method="polar_express"), sync)
     method = impl.removeprefix("clip_")
-
-    def run():
-        out = spectral_ops.clip(B, tau, method=method)
-        sync()
-        return out
-    return run
+    return c.synced(lambda: spectral_ops.clip(B, tau, method=method), sync)
 
 
 class TimeClipCPU:

@@ -35,23 +35,12 @@ def _fn(impl, B, p, sync=lambda: None):
                 u, s, vh = torch.linalg.svd(B.float(), full_matrices=False)
                 fro = (s * s).sum(-1, keepdim=True).sqrt()
             f = s ** float(p) if p > 0 else s * (s * s + (1e-3 * fro) ** 2) ** ((float(p) - 1) / 2)
-            out = (u * f[..., None, :]) @ vh
-            sync()
-            return out
-        return run
+            return (u * f[..., None, :]) @ vh
+        return c.synced(run, sync)
     if impl == "polar":
-        def run():
-            out = spectral_ops.polar(B, method="polar_express")
-            sync()
-            return out
-        return run
+        return c.synced(lambda: spectral_ops.polar(B, method="polar_express"), sync)
     method = impl.removeprefix("power_")
-
-    def run():
-        out = spectral_ops.power(B, p, method=method)
-        sync()
-        return out
-    return run
+    return c.synced(lambda: spectral_ops.power(B, p, method=method), sync)
 
 
 class TimePowerCPU:
