@@ -227,31 +227,3 @@ def on_accelerator(x) -> bool:
 def eye_like(xp, x, n: int):
     """An n x n identity in the dtype and on the device of ``x``."""
     return xp.eye(n, dtype=x.dtype, device=array_api_compat.device(x))
-
-
-
-#: Use the backends' fused multiply-accumulate GEMMs (torch ``addmm`` /
-#: ``baddbmm``). A switch so tests can compare against the generic path.
-FUSED_GEMM = True
-
-
-def fused_gemm_available(c) -> bool:
-    """Whether :func:`matmul_acc` has a fused path for arrays like ``c``."""
-    return FUSED_GEMM and array_api_compat.is_torch_array(c) and c.ndim in (2, 3)
-
-
-def matmul_acc(xp, c, a, b, *, beta: float, alpha: float = 1.0, combine=None):
-    """``beta * c + alpha * (a @ b)`` in one fused GEMM where the backend has one.
-
-    torch: ``addmm`` (2-D) / ``baddbmm`` (3-D): the accumulation runs in the GEMM's
-    epilogue, in its accumulator precision, rounded once, and no temporary holds
-    ``a @ b``. Elsewhere ``combine([(beta, c), (alpha, a @ b)], dtype)`` (the
-    caller's rounding policy) or a plain sum.
-    """
-    if fused_gemm_available(c) and a.ndim == c.ndim and b.ndim == c.ndim:
-        f = c.addmm if c.ndim == 2 else c.baddbmm
-        return f(a, b, beta=beta, alpha=alpha)
-    prod = a @ b
-    if combine is not None:
-        return combine([(beta, c), (alpha, prod)], c.dtype)
-    return beta * c + alpha * prod

@@ -55,8 +55,9 @@ import numbers
 from dataclasses import dataclass
 
 from . import _backbone as bb
-from .polar import (_check_method_steps_tol, _cpu_prefers_svd, _design_lower, _is_real, _mT, _numpy_backed, _polar_express,
-                    _qdwh, _qdwh_fixed, _qdwh_schedule)
+from .polar import (_check_method_steps_tol, _count, _cpu_prefers_svd, _design_lower, _is_real, _mT,
+                    _numpy_backed, _polar_express, _polar_iteration, _qdwh, _qdwh_fixed,
+                    _qdwh_schedule, _run_polar_iteration)
 from .coefficients import polar_express_coefficients, polar_express_schedule
 
 __all__ = ["clip", "clip_plan", "ClipPlan", "CLIP_METHODS"]
@@ -89,6 +90,10 @@ class ClipPlan:
         Matrix products per matrix (QR, solves and SVDs not included).
     flops : float
         Flops of those products per matrix.
+    polar_iteration : str or None
+        For ``"polar"``: the iteration of the polar factor, ``"polar_express"``
+        or, where the aspect ratio pays (as in :func:`~spectral_ops.polar_plan`),
+        ``"gram"``.
     """
 
     method: str
@@ -96,6 +101,7 @@ class ClipPlan:
     sign_steps: int
     matmuls: int
     flops: float
+    polar_iteration: str | None = None
 
 
 def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
@@ -151,8 +157,11 @@ def _plan(xp, B, dtype, method, steps, floor, tol, eps) -> ClipPlan:
         # H and the final product; then the projector refinement (2 m x m) or, with
         # eps, the second block's product with P (m x n)
         k_end, f_end = (4, 2 * mmn + 2 * mmm) if eps is None else (3, 3 * mmn)
-        return ClipPlan("polar", ps, ss, 3 * ps + 3 * ss + k_end,
-                        ps * (2 * mmn + mmm) + sign_flops + f_end)
+        wide = bb.wide_dtype(xp, dtype)
+        iteration = _polar_iteration(xp, wide, m, n, ps, bb.on_accelerator(B))
+        kp, fp = _count(iteration, m, n, ps)
+        return ClipPlan("polar", ps, ss, kp + 3 * ss + k_end, fp + sign_flops + f_end,
+                        iteration)
     if method == "newton":
         weps = bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
         k = len(_qdwh_schedule(weps, weps)) if steps is None else int(steps)
@@ -360,7 +369,8 @@ def _identity_clip(xp, x, t, plan, eps, floor, tol):
     xw = x if wide == dtype else xp.astype(x, wide)
     if plan.method == "polar":
         lower = _design_lower(floor, m, weps)
-        pw = _polar_express(xp, xw, polar_express_coefficients(plan.polar_steps, lower), weps)
+        coefs = polar_express_coefficients(plan.polar_steps, lower)
+        pw = _run_polar_iteration(xp, xw, plan.polar_iteration, coefs, weps)
     else:
         pw = _qdwh(xp, xw, _qdwh_fixed(weps, plan.polar_steps))
     h = xw @ _mT(xp, pw)

@@ -13,10 +13,11 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
     not converge: singular values end in roughly [0.68, 1.13].
 ``"gram"``
     Gram Newton-Schulz: the Polar Express polynomials ``p(x) = x h(x^2)`` run on
-    ``R = XX^T`` (m x m) and an accumulated ``Q`` with ``polar = Q X``; about
-    4 m x m products a step plus two ``m x n`` ones, fewer flops than
-    ``"polar_express"`` when ``n >> m``. Restarted after step 2 (``X <- QX``,
-    ``R <- XX^T``, ``Q <- I``) so round-off in ``R`` cannot grow.
+    ``R = XX^T`` (m x m) and an accumulated ``Q`` with ``X_t = Q X``; about
+    4 m x m products a step and six ``m x n`` ones in all, fewer flops than
+    ``"polar_express"`` when ``n > 1.5 m``. Restarted after step 2 (``X <- QX``,
+    ``R <- XX^T``, ``Q <- I``) so round-off in ``R`` cannot grow; the last step
+    runs on ``X = QX`` itself, which gives Polar Express's band.
 ``"qdwh"``
     QR-based dynamically weighted Halley iteration (Nakatsukasa-Bai-Gygi),
     switching to a linear-solve (Cholesky-form) step once the weight ``c`` is
@@ -42,6 +43,7 @@ import numbers
 from dataclasses import dataclass
 
 from . import _backbone as bb
+from . import _fastpaths as fp
 from .coefficients import JORDAN_COEFFICIENTS, polar_express_schedule
 
 __all__ = ["polar", "polar_plan", "PolarPlan", "POLAR_METHODS", "default_tol"]
@@ -118,27 +120,31 @@ def _count(method: str, m: int, n: int, steps: int) -> tuple[int, float]:
     if method in ("polar_express", "jordan"):
         return 3 * steps, steps * (2 * mmn + mmm)
     if method == "gram":
-        # R0, R0^2; then per step: R^2 (not step 0), H@Q (not step 0), H R H (not last)
-        # restart after step 2 adds QX, XX^T; final QX
-        prods = [("mmn", 1), ("mmm", 1)]
-        for t in range(steps):
-            if t == 2 and steps > 2:
-                prods += [("mmn", 2)]
-            if t > 0:
-                prods += [("mmm", 1)]  # R^2
-            if t > 0 and t != 2:
-                prods += [("mmm", 1)]  # H @ Q
-            if t < steps - 1 and t != 1:
-                prods += [("mmm", 2)]  # H R H
-        prods += [("mmn", 1)]
-        k = sum(c for _, c in prods)
-        f = sum(c * (mmn if kind == "mmn" else mmm) for kind, c in prods)
-        return k, f
+        if steps == 1:  # a single step runs as Polar Express
+            return _count("polar_express", m, n, 1)
+        return _gram_count(steps, restart_after=2, mmn=mmn, mmm=mmm)
     if method == "qdwh":
         # the Gram product of a Cholesky-form step and the solve's right-hand side
         # are the only products counted; QR and solves are listed separately
         return steps, steps * mmn
     return 0, 0.0
+
+
+def _gram_count(steps, restart_after, mmn, mmm):
+    """Products and flops of :func:`_gram_newton_schulz` (``steps >= 2``)."""
+    kinds = ["mmn", "mmm"]  # R_0 = X X^T and R_0^2 in the tight start
+    gram_steps = steps - 1
+    for t in range(gram_steps):
+        if t == restart_after:
+            kinds += ["mmn", "mmn"]  # X_0 <- Q X_0, R <- X_0 X_0^T
+        if t > 0:
+            kinds += ["mmm"]  # R^2
+        if t > 0 and t != restart_after:
+            kinds += ["mmm"]  # H Q
+        if t + 1 < gram_steps and t + 1 != restart_after:
+            kinds += ["mmm", "mmm"]  # H R H
+    kinds += ["mmn", "mmn", "mmm", "mmn"]  # X = Q X_0, then the direct step
+    return len(kinds), sum(mmn if k == "mmn" else mmm for k in kinds)
 
 
 def _cpu_prefers_svd(xp, dtype, shape) -> bool:
@@ -162,6 +168,43 @@ def _cpu_prefers_svd(xp, dtype, shape) -> bool:
     # 1024 x 4096 up (Polar Express 1.3x-1.5x faster there, two runs)
     n = max(shape[-2:])
     return batch < 16 and not (m >= 1024 and n >= 4 * m)
+
+
+#: ``auto`` takes Gram Newton-Schulz where its products cost at most this
+#: fraction of Polar Express's flops (aspect ratio about 2.6 and up at 7 steps).
+GRAM_FLOP_RATIO = 0.8
+#: On accelerators, only from this short side up: below it, kernel launches
+#: rather than flops set the time, and Gram Newton-Schulz launches more kernels.
+GRAM_MIN_SIDE_ACCELERATOR = 1024
+
+
+def _gram_pays(xp, dtype, m, n, steps, accelerator) -> bool:
+    """Whether Gram Newton-Schulz beats Polar Express for an m x n (m <= n) input.
+
+    Same polynomials, same band error (its last step runs on X); fewer flops
+    when n >> m. Measured on a 2-core CPU (float32, NumPy and torch), its time
+    relative to Polar Express follows the flop ratio plus 0.03-0.08: 0.93-0.96
+    at aspect 2 (flop ratio 0.89), 0.73-0.77 at aspect 3 (0.76), 0.65-0.75 at
+    aspect 4 (0.68). 16-bit inputs are excluded: its recurrence runs in float32.
+    """
+    if bb.is_16bit(xp, dtype) or steps < 2:
+        return False
+    if accelerator and m < GRAM_MIN_SIDE_ACCELERATOR:
+        return False
+    gram = _count("gram", m, n, steps)[1]
+    return gram <= GRAM_FLOP_RATIO * _count("polar_express", m, n, steps)[1]
+
+
+def _polar_iteration(xp, dtype, m, n, steps, accelerator) -> str:
+    """The matrix-product iteration for a polar factor inside clip and power."""
+    return "gram" if _gram_pays(xp, dtype, m, n, steps, accelerator) else "polar_express"
+
+
+def _run_polar_iteration(xp, x, iteration, coefs, eps):
+    """Polar Express or Gram Newton-Schulz on the wide-oriented ``x``."""
+    if iteration == "gram":
+        return _gram_newton_schulz(xp, x, coefs, eps)
+    return _polar_express(xp, x, coefs, eps)
 
 
 def _numpy_backed(xp) -> bool:
@@ -188,7 +231,11 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
       torch and JAX single matrices (stacks of fewer than 16) except those of
       short side 1024 or more and aspect ratio 4 or more. Otherwise
       ``"polar_express"``;
-    * on accelerators, ``"polar_express"``.
+    * on accelerators, ``"polar_express"``;
+    * and ``"gram"`` in place of ``"polar_express"`` where its products cost
+      at most ``GRAM_FLOP_RATIO`` (0.8) of the flops (aspect ratio about 2.6
+      and up), for 32/64-bit compute dtypes and, on accelerators, short sides
+      of at least ``GRAM_MIN_SIDE_ACCELERATOR`` (1024).
     """
     xp = bb._validate_array(B, "B")
     dtype = bb.resolve_dtype(xp, compute_dtype, B.dtype)
@@ -237,15 +284,16 @@ def _plan(xp, B, shape, dtype, method, steps, floor, tol) -> PolarPlan:
     name = _dtype_name(xp, dtype)
     eps = bb.dtype_eps(xp, dtype)
     tol = _DEFAULT_TOL[name] if tol is None else float(tol)
-    if method == "auto":
+    auto = method == "auto"
+    if auto:
         if min(m, n) == 0:
             method = "svd"
         elif tol < _exact_route_below(xp, dtype, name, eps):
             method = "qdwh" if bb.on_accelerator(B) else "svd"
+        elif not bb.on_accelerator(B) and _cpu_prefers_svd(xp, dtype, shape):
+            method = "svd"
         else:
-            method = "polar_express"
-            if not bb.on_accelerator(B) and _cpu_prefers_svd(xp, dtype, shape):
-                method = "svd"
+            method = "polar_express"  # or "gram", decided once the step count is known
     if method in ("polar_express", "gram"):
         lower = _design_lower(floor, max(m, 1), eps)
         if steps is None:
@@ -255,6 +303,8 @@ def _plan(xp, B, shape, dtype, method, steps, floor, tol) -> PolarPlan:
             from .coefficients import _schedule, CUSHION, SAFETY
             nsteps = int(steps)
             bound = _schedule(lower, nsteps, CUSHION, SAFETY)[1][-1]
+        if auto and _gram_pays(xp, dtype, m, n, nsteps, bb.on_accelerator(B)):
+            method = "gram"
         k, f = _count(method, m, n, nsteps)
         return PolarPlan(method, nsteps, k, f, bound, lower)
     if method == "jordan":
@@ -390,7 +440,7 @@ def _tight_start(xp, x, eps):
     Returns ``(x, A, A2)`` with ``A = x x^T`` and ``A2 = A @ A`` for the scaled ``x``.
     """
     x, _ = bb.frobenius_scale(xp, x)
-    a = x @ _mT(xp, x)
+    a = fp.gram(xp, x)
     a2 = a @ a
     wide = bb.wide_dtype(xp, x.dtype)
     s8 = xp.sqrt(xp.sum(xp.astype(a2, wide) ** 2, axis=(-2, -1), keepdims=True))
@@ -408,9 +458,9 @@ def _polar_express(xp, x, coefs, eps):
         if t == 0:
             poly = _lincomb(xp, [(cb, a), (cc, a2)], x.dtype)  # A^2 is already formed
         else:
-            a = x @ _mT(xp, x)
-            poly = bb.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)  # bA + cA^2
-        x = bb.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)  # aX + (bA + cA^2) X
+            a = fp.gram(xp, x)
+            poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)  # bA + cA^2
+        x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)  # aX + (bA + cA^2) X
     return x
 
 
@@ -421,46 +471,61 @@ def _jordan(xp, x, steps):
     ca, cb, cc = JORDAN_COEFFICIENTS
     comb = functools.partial(_lincomb, xp)
     for _ in range(steps):
-        a = x @ _mT(xp, x)
+        a = fp.gram(xp, x)
         # torch.optim.Muon's own arithmetic: addmm for both combinations
-        poly = bb.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)
-        x = bb.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
+        poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)
+        x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
     return x
 
 
 def _gram_newton_schulz(xp, x0, coefs, eps, restart_after=2):
-    r"""Iterate on R = X X^T and Q with X_t = Q_t X_0; p(x) = x h(x^2), h = a + b y + c y^2.
+    r"""Polar Express steps run on R = X X^T, the last one on X itself.
 
-    R_{t+1} = H R H and Q_{t+1} = H Q with H = h(R); all are polynomials in R_0,
-    so they commute in exact arithmetic. R is re-symmetrised after each update.
+    With p(x) = x h(x^2), h = a + b y + c y^2, all but the last step iterate
+    R_{t+1} = H R H and Q_{t+1} = H Q with H = h(R), so that X_t = Q_t X_0
+    (all are polynomials in R_0 and commute in exact arithmetic); R is
+    re-symmetrised after each update. Then X = Q X_0 takes the last step
+    directly, as in :func:`_polar_express`.
 
     Round-off makes tiny eigenvalues of R slightly negative, and the iteration
     multiplies a negative eigenvalue y by h(y)^2 (about 68 in the first step)
-    every step until it explodes. Restarting after step 2 resets that error; in
-    16-bit dtypes it is still too large (measured in bfloat16: output singular
-    values up to 2.3 on a 512 x 512 Gaussian), so 16-bit inputs run in float32.
+    every step until it explodes. Restarting after step 2 (X_0 <- Q X_0,
+    R <- X_0 X_0^T, Q <- I) resets that error. The direct last step (our own
+    arrangement) is the near-identity, third-order polish of the schedule: it
+    removes the band error that R's round-off leaves in Q (float32, cond 1e4:
+    max |sigma - 1| 6.2e-5 -> 1.2e-5, Polar Express's own value) for two
+    m x n products instead of one m x m. In 16-bit dtypes R's error is still
+    too large (measured in bfloat16: output singular values up to 2.3 on a
+    512 x 512 Gaussian), so 16-bit inputs run in float32.
     """
     dtype, wide = x0.dtype, bb.wide_dtype(xp, x0.dtype)
     if wide != dtype:
         y = _gram_newton_schulz(xp, xp.astype(x0, wide), coefs, eps, restart_after)
         return xp.astype(y, dtype)
+    if len(coefs) == 1:
+        return _polar_express(xp, x0, coefs, eps)
     x0, r, r2 = _tight_start(xp, x0, eps)
     eye = bb.eye_like(xp, x0, x0.shape[-2])
     q = None
-    last = len(coefs) - 1
-    for t, (ca, cb, cc) in enumerate(coefs):
-        if t == restart_after and t > 0:
+    gram_steps = len(coefs) - 1
+    for t, (ca, cb, cc) in enumerate(coefs[:gram_steps]):
+        if t == restart_after:
             x0 = q @ x0
-            r = x0 @ _mT(xp, x0)
+            r = fp.gram(xp, x0)
             q = None
         if t > 0:
             r2 = r @ r
         h = _lincomb(xp, [(ca, eye), (cb, r), (cc, r2)], x0.dtype)
         q = h if q is None else h @ q
-        if t < last and t + 1 != restart_after:
+        if t + 1 < gram_steps and t + 1 != restart_after:  # R is needed next step
             r = h @ (r @ h)
             r = 0.5 * (r + _mT(xp, r))
-    return q @ x0
+    x = q @ x0
+    ca, cb, cc = coefs[-1]
+    comb = functools.partial(_lincomb, xp)
+    a = fp.gram(xp, x)
+    poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)
+    return fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
 
 
 def _qdwh(xp, x, weights):

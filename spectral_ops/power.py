@@ -43,9 +43,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from . import _backbone as bb
+from . import _fastpaths as fp
 from .coefficients import polar_express_coefficients, polar_express_schedule
 from .clip import _cpu_clip_prefers_svd
-from .polar import (default_tol, _design_lower, _is_real, _mT, _polar_express, polar)
+from .polar import (default_tol, _count, _design_lower, _is_real, _mT, _polar_iteration,
+                    _run_polar_iteration, polar)
 
 __all__ = ["power", "power_plan", "PowerPlan", "POWER_METHODS", "rational_exponent"]
 
@@ -84,6 +86,10 @@ class PowerPlan:
         Matrix products per matrix.
     flops : float
         Their flops per matrix.
+    polar_iteration : str or None
+        For the ``"polar-root"`` route: the iteration of the polar factor,
+        ``"polar_express"`` or, where the aspect ratio pays (as in
+        :func:`~spectral_ops.polar_plan`), ``"gram"``.
     """
 
     method: str
@@ -94,6 +100,7 @@ class PowerPlan:
     root: int
     matmuls: int
     flops: float
+    polar_iteration: str | None = None
 
 
 def rational_exponent(p, max_denominator: int = 16) -> Fraction:
@@ -214,9 +221,11 @@ def _plan(xp, B, dtype, q, method, eps, floor) -> PowerPlan:
         # per Newton step: Y W (none in the first step), W^r, W^r M
         per = 1 + _matpow_count(r) + 1
         newton = max(per * ns - 1, 0)
-        k = 3 * ps + 1 + 1 + newton + _matpow_count(b - a) + 2
-        f = ps * (2 * mmn + mmm) + mmn + mmm + newton * mmm + (_matpow_count(b - a) + 1) * mmm + mmn
-        return PowerPlan("newton", q, "polar-root", ps, ns, r, k, f)
+        iteration = _polar_iteration(xp, bb.wide_dtype(xp, dtype), m, n, ps, bb.on_accelerator(B))
+        kp, fp = _count(iteration, m, n, ps)
+        k = kp + 1 + 1 + newton + _matpow_count(b - a) + 2
+        f = fp + mmn + mmm + newton * mmm + (_matpow_count(b - a) + 1) * mmm + mmn
+        return PowerPlan("newton", q, "polar-root", ps, ns, r, k, f, iteration)
     r = 2 * b
     ns = newton_steps(eps * eps / (1.0 + eps * eps), r, tol)
     per = 1 + _matpow_count(r) + 1
@@ -333,7 +342,8 @@ def _polar_root(xp, x, q, plan, floor):
     floor = _DEFAULT_FLOOR[name] if floor is None else float(floor)
     weps = bb.dtype_eps(xp, wide)
     lower = _design_lower(floor, m, weps)
-    p = _polar_express(xp, xw, polar_express_coefficients(plan.polar_steps, lower), weps)
+    coefs = polar_express_coefficients(plan.polar_steps, lower)
+    p = _run_polar_iteration(xp, xw, plan.polar_iteration, coefs, weps)
     h = xw @ _mT(xp, p)
     h = 0.5 * (h + _mT(xp, h))
     eye = bb.eye_like(xp, h, m)
@@ -355,7 +365,7 @@ def _gram_ridge(xp, x, q, plan, eps):
     m = x.shape[-2]
     xs, fro = bb.frobenius_scale(xp, xw)
     eye = bb.eye_like(xp, xs, m)
-    a_mat = xs @ _mT(xp, xs) + (eps * eps) * eye
+    a_mat = fp.gram(xp, xs) + (eps * eps) * eye
     a_mat = a_mat / (1.0 + eps * eps)  # spectrum in [eps^2 / (1 + eps^2), 1]
     a, b = q.numerator, q.denominator
     y = _inverse_root(xp, a_mat, plan.root, plan.newton_steps, eye)  # A'^(-1/(2b))

@@ -121,3 +121,20 @@ def backend_params(dtypes=None):
 def backend_only(dtype="float64"):
     return [pytest.param(b, id=b.name, marks=[pytest.mark.skip(reason=b.skip)] if b.skip else [])
             for b in BACKENDS if dtype in b.dtypes]
+
+
+class CountingArray(np.ndarray):
+    """A NumPy array that counts the matrix products made from it (for the plans' counts)."""
+
+    products = 0
+
+    def __matmul__(self, other):
+        type(self).products += 1
+        return super().__matmul__(other)
+
+
+def count_products(fn, B):
+    """How many matrix products ``fn(B)`` makes (NumPy ``B``)."""
+    CountingArray.products = 0
+    fn(B.view(CountingArray))
+    return CountingArray.products

@@ -7,11 +7,11 @@ import pytest
 
 import array_api_compat
 
-from spectral_ops import CLIP_METHODS, clip, clip_plan
+from spectral_ops import CLIP_METHODS, clip, clip_plan, polar_plan
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import from_spectrum, make_matrix
 
-from conftest import backend_only, backend_params
+from conftest import backend_only, backend_params, count_products
 
 SHAPES = [(96, 40), (40, 96), (64, 64), (3, 32, 48)]
 MATRIX_METHODS = ("polar", "newton", "svd", "auto")
@@ -197,10 +197,22 @@ def test_plan_counts():
     B = np.zeros((256, 1024), np.float32)
     p = clip_plan(B, 1.0, method="polar")
     assert p.method == "polar" and p.polar_steps == 7
-    assert p.matmuls == 3 * p.polar_steps + 3 * p.sign_steps + 4
+    # aspect 4: the polar factor comes from Gram Newton-Schulz (fewer flops, same band)
+    assert p.polar_iteration == "gram"
+    assert p.matmuls == polar_plan(B, method="gram").matmuls + 3 * p.sign_steps + 4
+    sq = clip_plan(np.zeros((512, 512), np.float32), 1.0, method="polar")
+    assert sq.polar_iteration == "polar_express"
+    assert sq.matmuls == 3 * sq.polar_steps + 3 * sq.sign_steps + 4
     assert clip_plan(B, 1.0, method="svd").matmuls == 0
     assert clip_plan(B.astype(np.float64), 1.0).method == "svd"  # measured on CPUs
     assert clip_plan(B, 1.0).method == "polar"  # NumPy float32, aspect 4: measured faster
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (24, 96), (96, 24), (2, 24, 72)], ids=str)
+def test_plan_product_count_is_what_runs(shape):
+    B = make_matrix("gaussian", shape, seed=0)
+    ran = count_products(lambda X: clip(X, 0.5, method="polar"), B)
+    assert clip_plan(B, 0.5, method="polar").matmuls == ran
 
 
 @pytest.mark.parametrize("tau,kwargs,exc,msg", [

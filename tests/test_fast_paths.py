@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import array_api_compat
 import numpy as np
 import pytest
 
-import spectral_ops._backbone as bb
+import spectral_ops._fastpaths as fp
 from spectral_ops import clip, polar, power
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import make_matrix
@@ -19,42 +20,82 @@ from conftest import backend_params
 # the fused path be no further from the float32 result than the generic one.
 TOL = {"float64": 1e-12, "float32": 2e-5}
 
+CALLS = {"polar_express": lambda B, **kw: polar(B, method="polar_express", **kw),
+         "gram": lambda B, **kw: polar(B, method="gram", **kw),
+         "jordan": lambda B, **kw: polar(B, method="jordan", **kw),
+         "clip": lambda B, **kw: clip(B, 0.5, method="polar", **kw),
+         "power": lambda B, **kw: power(B, 0.5, method="newton", **kw),
+         "power_ridge": lambda B, **kw: power(B, -0.5, method="newton", **kw)}
 
-def _both(fn, monkeypatch):
+
+def _both(fn, monkeypatch, switch="FUSED_GEMM"):
+    """The result with the fast path on, and with it off (the generic path)."""
+    monkeypatch.setattr(fp, switch, True)
     fast = to_numpy(fn())
-    monkeypatch.setattr(bb, "FUSED_GEMM", False)
+    monkeypatch.setattr(fp, switch, False)
     slow = to_numpy(fn())
-    monkeypatch.setattr(bb, "FUSED_GEMM", True)
     return fast, slow
 
 
 @pytest.mark.parametrize("backend,dtype", [p for p in backend_params()
-                                           if p.id.startswith("torch")])
+                                           if p.id.startswith(("torch", "cupy"))])
 @pytest.mark.parametrize("shape", [(48, 80), (80, 48), (3, 32, 40)], ids=str)
-@pytest.mark.parametrize("call", ["polar_express", "jordan", "clip", "power"])
-def test_fused_gemm_matches_generic_torch(backend, dtype, shape, call, monkeypatch):
+@pytest.mark.parametrize("call", ["polar_express", "gram", "jordan", "clip", "power"])
+def test_fused_gemm_matches_generic(backend, dtype, shape, call, monkeypatch):
     B = backend(make_matrix("ill", shape, cond=1e2, seed=0), dtype)
-    fn = {"polar_express": lambda: polar(B, method="polar_express"),
-          "jordan": lambda: polar(B, method="jordan"),
-          "clip": lambda: clip(B, 0.5, method="polar"),
-          "power": lambda: power(B, 0.5, method="newton")}[call]
-    assert bb.fused_gemm_available(B if B.ndim <= 3 else B[0])
-    fast, slow = _both(fn, monkeypatch)
+    # torch: 2-D and 3-D; CuPy's cuBLAS wrapper: 2-D float32/float64 only
+    expected = B.ndim == 2 or array_api_compat.is_torch_array(B)
+    assert fp.fused_gemm_available(B) == expected
+    fast, slow = _both(lambda: CALLS[call](B), monkeypatch)
     if dtype == "bfloat16":
         B32 = B.float()
-        ref = to_numpy({"polar_express": lambda: polar(B32, method="polar_express", tol=2e-2),
-                        "jordan": lambda: polar(B32, method="jordan"),
-                        "clip": lambda: clip(B32, 0.5, method="polar"),
-                        "power": lambda: power(B32, 0.5, method="newton")}[call]())
+        kw = {"tol": 2e-2} if call == "polar_express" else {}
+        ref = to_numpy(CALLS[call](B32, **kw))
         err_fast, err_slow = np.linalg.norm(fast - ref), np.linalg.norm(slow - ref)
         assert err_fast <= 1.25 * err_slow + 1e-3 * np.linalg.norm(ref), (err_fast, err_slow)
     else:
         assert np.abs(fast - slow).max() <= TOL[dtype] * max(np.abs(slow).max(), 1e-30)
 
 
-def test_fused_path_is_used_for_torch_only():
+def test_fast_paths_are_used_for_torch_and_cupy_only():
     torch = pytest.importorskip("torch", reason="torch is not installed")
-    assert bb.fused_gemm_available(torch.zeros(3, 4))
-    assert bb.fused_gemm_available(torch.zeros(2, 3, 4))
-    assert not bb.fused_gemm_available(torch.zeros(2, 2, 3, 4))  # 4-D: generic path
-    assert not bb.fused_gemm_available(np.zeros((3, 4)))
+    assert fp.fused_gemm_available(torch.zeros(3, 4))
+    assert fp.fused_gemm_available(torch.zeros(2, 3, 4))
+    assert not fp.fused_gemm_available(torch.zeros(2, 2, 3, 4))  # 4-D: generic path
+    assert not fp.fused_gemm_available(np.zeros((3, 4)))
+    assert not fp.symmetric_gram_available(np.zeros((3, 4)))
+    assert not fp.symmetric_gram_available(torch.zeros(3, 4))  # torch has no syrk
+
+
+@pytest.mark.parametrize("backend,dtype", [p for p in backend_params()
+                                           if p.id.startswith("cupy")])
+@pytest.mark.parametrize("shape", [(48, 80), (80, 48), (3, 32, 40)], ids=str)
+@pytest.mark.parametrize("call", list(CALLS))
+def test_symmetric_gram_matches_generic_cupy(backend, dtype, shape, call, monkeypatch):
+    B = backend(make_matrix("ill", shape, cond=1e2, seed=0), dtype)
+    monkeypatch.setattr(fp, "SYMMETRIC_GRAM", True)
+    assert fp.symmetric_gram_available(B) == (B.ndim == 2)
+    x = B if B.ndim == 2 else B[0]
+    gx = to_numpy(fp.gram(array_api_compat.array_namespace(x), x))
+    np.testing.assert_array_equal(gx, gx.T)  # symmetric to the last bit
+    ref = to_numpy(x) @ to_numpy(x).T
+    assert np.abs(gx - ref).max() <= TOL[dtype] * np.abs(ref).max()
+    fast, slow = _both(lambda: CALLS[call](B), monkeypatch, "SYMMETRIC_GRAM")
+    assert np.abs(fast - slow).max() <= TOL[dtype] * max(np.abs(slow).max(), 1e-30)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 4, 4)], ids=str)
+@pytest.mark.parametrize("lower", [False, True])
+def test_mirror_triangle_rebuilds_the_symmetric_matrix(shape, lower):
+    # what the syrk path does with the one triangle cuBLAS fills (the other is zero)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape[:-1] + (7,))
+    full = x @ np.swapaxes(x, -1, -2)
+    full = 0.5 * (full + np.swapaxes(full, -1, -2))  # exactly symmetric
+    tri = np.tril(full) if lower else np.triu(full)
+    np.testing.assert_array_equal(fp.mirror_triangle(np, tri), full)
+
+
+def test_gram_generic_path_is_the_plain_product():
+    x = np.random.default_rng(1).standard_normal((2, 5, 9))
+    np.testing.assert_array_equal(fp.gram(np, x), x @ np.swapaxes(x, -1, -2))

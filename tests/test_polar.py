@@ -11,7 +11,7 @@ from spectral_ops import POLAR_METHODS, polar, polar_plan, spectral_report
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import make_matrix
 
-from conftest import backend_only, backend_params
+from conftest import backend_only, backend_params, count_products
 
 # tall, wide, square, batched (a stack of 3)
 SHAPES = [(96, 40), (40, 96), (64, 64), (3, 32, 48)]
@@ -262,8 +262,8 @@ def test_auto_wants_exactness_for_tight_tol_on_cpu():
 
 
 @pytest.mark.parametrize("shape,dtype,expected", [
-    ((1024, 4096), "float32", "polar_express"),  # 1.8x-2x faster than the SVD here
-    ((4096, 1024), "float32", "polar_express"),
+    ((1024, 4096), "float32", "gram"),  # matrix route 1.8x-2x faster than the SVD here
+    ((4096, 1024), "float32", "gram"),
     ((64, 64), "float32", "polar_express"),
     ((32, 32), "float32", "svd"),  # per-call overhead dominates
     ((1024, 4096), "float64", "svd"),  # float64: SVD measured as fast, and exact
@@ -272,11 +272,58 @@ def test_auto_follows_measured_numpy_crossovers(shape, dtype, expected):
     assert polar_plan(np.zeros(shape, dtype)).method == expected
 
 
+@pytest.mark.parametrize("kind", ["ill", "gradient"])
+@pytest.mark.parametrize("shape", [(128, 512), (512, 128), (4, 48, 192)], ids=str)
+def test_gram_band_matches_polar_express(kind, shape):
+    # the direct last step removes the band error R's round-off leaves (6e-5 before, fp32)
+    B = make_matrix(kind, shape, seed=1).astype(np.float32)
+    pe = spectral_report(polar(B, method="polar_express"), B, floor=1e-3)
+    gram = spectral_report(polar(B, method="gram"), B, floor=1e-3)
+    assert max(1 - gram.band[0], gram.band[1] - 1) <= 1.5 * max(1 - pe.band[0], pe.band[1] - 1)
+    assert max(1 - gram.band[0], gram.band[1] - 1) <= 1e-4  # the float32 default tol
+
+
+@pytest.mark.parametrize("method", ["polar_express", "gram", "jordan"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 7])
+def test_plan_product_count_is_what_runs(method, steps):
+    B = make_matrix("gaussian", (24, 96), seed=0)
+    ran = count_products(lambda X: polar(X, method=method, steps=steps), B)
+    assert polar_plan(B, method=method, steps=steps).matmuls == ran
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 7])
+def test_gram_equals_polar_express_in_float64(steps):
+    B = make_matrix("gaussian", (24, 96), seed=0)
+    np.testing.assert_allclose(polar(B, method="gram", steps=steps),
+                               polar(B, method="polar_express", steps=steps), atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((256, 512), "polar_express"),  # aspect 2: flop ratio 0.89, measured 0.93-0.96
+    ((256, 768), "gram"),  # aspect 3: 0.76, measured 0.73-0.77
+    ((1024, 256), "gram"),
+    ((8, 64, 256), "gram"),
+    ((512, 512), "polar_express"),
+])
+def test_auto_takes_gram_where_the_aspect_ratio_pays(shape, expected):
+    assert polar_plan(np.zeros(shape, np.float32)).method == expected
+
+
+def test_auto_gram_rule_on_accelerators(monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    import spectral_ops._backbone as bb
+
+    monkeypatch.setattr(bb, "on_accelerator", lambda x: True)
+    assert polar_plan(torch.zeros(1024, 4096)).method == "gram"
+    assert polar_plan(torch.zeros(256, 1024)).method == "polar_express"  # launch-bound size
+    assert polar_plan(torch.zeros(1024, 4096, dtype=torch.bfloat16)).method == "polar_express"
+
+
 def test_auto_follows_measured_torch_crossovers():
     torch = pytest.importorskip("torch", reason="torch is not installed")
     assert polar_plan(torch.zeros(1024, 1024)).method == "svd"  # MKL's SVD wins single matrices
     assert polar_plan(torch.zeros(16, 128, 128)).method == "polar_express"  # stacks: SVD loops
-    assert polar_plan(torch.zeros(1024, 4096)).method == "polar_express"  # 1.3x-1.5x faster
+    assert polar_plan(torch.zeros(1024, 4096)).method == "gram"  # matrix route 1.3x-1.5x faster
 
 
 # --- bad input ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from spectral_ops import POWER_METHODS, polar, power, power_plan, rational_expon
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import from_spectrum, make_matrix
 
-from conftest import backend_only, backend_params
+from conftest import backend_only, backend_params, count_products
 
 SHAPES = [(96, 40), (40, 96), (64, 64), (3, 32, 48)]
 PS = [Fraction(1, 4), Fraction(1, 3), Fraction(1, 2), Fraction(2, 3), Fraction(3, 4)]
@@ -174,6 +174,16 @@ def test_plan():
     assert power_plan(B, -0.25).route == "gram-ridge" and power_plan(B, -0.25).root == 8
     assert power_plan(B, 0).route == "polar" and power_plan(B, 1).route == "identity"
     assert power_plan(B.astype(np.float64), 0.5).method == "svd"  # measured on CPUs
+    assert p.polar_iteration == "gram"  # aspect 4: fewer flops, same band
+    assert power_plan(np.zeros((64, 64)), 0.5, method="newton").polar_iteration == "polar_express"
+
+
+@pytest.mark.parametrize("p", [Fraction(1, 2), Fraction(1, 3), Fraction(2, 3), Fraction(-1, 2)])
+@pytest.mark.parametrize("shape", [(24, 24), (24, 96), (96, 24), (2, 24, 72)], ids=str)
+def test_plan_product_count_is_what_runs(p, shape):
+    B = make_matrix("gaussian", shape, seed=0)
+    ran = count_products(lambda X: power(X, p, method="newton"), B)
+    assert power_plan(B, p, method="newton").matmuls == ran
 
 
 @pytest.mark.parametrize("p,kwargs,exc,msg", [

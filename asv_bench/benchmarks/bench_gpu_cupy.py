@@ -12,6 +12,10 @@ in float32 and bfloat16 at 4096 x 4096 and 4096 x 16384.
   ``bfloat16`` dtype (skipped otherwise);
   the SVD route decomposes in float32, so "cupy_svd" is timed in float32 only.
 
+``TimeCuPyFastPaths`` times Polar Express and Gram Newton-Schulz in float32
+with the CuPy fast paths of ``spectral_ops._fastpaths`` off, with the fused
+cuBLAS gemm (the default), and with the gemm plus cuBLAS syrk for X X^T.
+
 Skipped (NotImplementedError in setup) where CuPy or a CUDA device is missing.
 """
 
@@ -116,3 +120,46 @@ class TrackCuPyMemoryPool:
         held = pool.total_bytes()
         del y
         return held / 2**20
+
+
+# --- the CuPy fast paths, on and off ------------------------------------------------
+
+FAST_PATHS = {
+    "generic": (False, False),  # every product through cupy.matmul, sums elementwise
+    "fused_gemm": (True, False),  # the default: cuBLAS gemm with beta for aX + (...)X
+    "fused_gemm+syrk": (True, True),  # plus X X^T through cuBLAS syrk (off by default)
+}
+
+
+class TimeCuPyFastPaths:
+    """Seconds per call of the matrix iterations with each CuPy fast path, float32.
+
+    ``spectral_ops._fastpaths.SYMMETRIC_GRAM`` is off by default until this
+    benchmark shows that cuBLAS's syrk (half the flops of X X^T) beats its gemm.
+    """
+
+    params = (["1024x4096", "4096x4096", "4096x16384"], ["polar_express", "gram"],
+              list(FAST_PATHS))
+    param_names = ["shape", "method", "fast_paths"]
+    number = 1
+    rounds = 2
+    repeat = (2, 20, 4.0)
+    warmup_time = 0.0
+    timeout = 600.0
+
+    def setup(self, shape, method, fast_paths):
+        import spectral_ops._fastpaths as fp
+
+        cupy = _require("float32", method)
+        fp.FUSED_GEMM, fp.SYMMETRIC_GRAM = FAST_PATHS[fast_paths]
+        B = _input(cupy, shape, "float32")
+
+        def timed():
+            spectral_ops.polar(B, method=method)
+            _sync(cupy)
+
+        self.fn = timed
+        c.warm_once((shape, method, fast_paths), timed)
+
+    def time_polar(self, shape, method, fast_paths):
+        self.fn()
