@@ -37,10 +37,10 @@ FUSED_GEMM = True
 SYMMETRIC_GRAM = False
 
 
-def _is_cupy_blas(x) -> bool:
+def _is_cupy_blas(x, routine: str) -> bool:
     # cupy.cublas wraps the 2-D s/d/c/z routines only: no batches, no 16-bit
     return (array_api_compat.is_cupy_array(x) and x.ndim == 2
-            and x.dtype.char in "fd")
+            and x.dtype.char in "fd" and hasattr(_cupy_cublas(), routine))
 
 
 def _cupy_cublas():
@@ -55,12 +55,12 @@ def fused_gemm_available(c) -> bool:
         return False
     if array_api_compat.is_torch_array(c):
         return c.ndim in (2, 3)
-    return _is_cupy_blas(c)
+    return _is_cupy_blas(c, "gemm")
 
 
 def symmetric_gram_available(x) -> bool:
     """Whether :func:`gram` uses a symmetric (syrk) product for arrays like ``x``."""
-    return SYMMETRIC_GRAM and _is_cupy_blas(x)
+    return SYMMETRIC_GRAM and _is_cupy_blas(x, "syrk")
 
 
 def matmul_acc(xp, c, a, b, *, beta: float, alpha: float = 1.0, combine=None):
