@@ -163,3 +163,33 @@ def cupy_svd_polar(cupy, B):
     x = B if B.dtype in (cupy.float32, cupy.float64) else B.astype(cupy.float32)
     u, _, vh = cupy.linalg.svd(x, full_matrices=False)
     return (u @ vh).astype(B.dtype)
+
+
+def gemm_floor_fn(B, matmuls: int, flops: float, dtype=None):
+    """The bare products of a plan on operands shaped like its iterates (torch or NumPy).
+
+    A plan counts ``matmuls`` products and ``flops`` flops; with ``2 m^2 n`` flops
+    for an ``m x m x n`` product and ``2 m^3`` for an ``m x m x m`` one (``m <= n``)
+    that fixes how many of each it makes. ``dtype`` (torch) runs the products in
+    another dtype, e.g. float32 for maps whose 16-bit inputs are computed in float32.
+    """
+    x = B if dtype is None else B.to(dtype)
+    if x.shape[-2] > x.shape[-1]:
+        x = x.swapaxes(-1, -2)
+    m, n = x.shape[-2:]
+    mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
+    if m == n:
+        k_mmn, k_mmm = matmuls, 0
+    else:
+        k_mmn = round((flops - matmuls * mmm) / (mmn - mmm))
+        k_mmm = matmuls - k_mmn
+    a = x @ x.swapaxes(-1, -2)
+
+    def run():
+        out = None
+        for _ in range(k_mmn):
+            out = a @ x  # (m x m)(m x n)
+        for _ in range(k_mmm):
+            out = a @ a
+        return out
+    return run

@@ -25,12 +25,21 @@ from . import _common as c
 
 CPU_SHAPES = ["256x1024", "512x512", "1024x4096"]
 GPU_SHAPES = ["4096x4096", "4096x16384"]
-IMPLS = ["clip_auto", "clip_polar", "clip_newton", "svd_clip", "polar"]
+IMPLS = ["gemm_floor", "clip_auto", "clip_polar", "clip_newton", "svd_clip", "polar"]
 
 
 def _tau(shape):
     return math.sqrt(max(c.parse_shape(shape)))
 
+
+
+def _wide(B):
+    """float32 for 16-bit torch inputs (clip and power compute in float32), else None."""
+    if isinstance(B, np.ndarray):
+        return None
+    import torch
+
+    return torch.float32 if B.dtype in (torch.bfloat16, torch.float16) else None
 
 def _fn(xp_name, impl, B, tau, sync=lambda: None):
     if impl == "svd_clip":
@@ -47,6 +56,9 @@ def _fn(xp_name, impl, B, tau, sync=lambda: None):
         return c.synced(run, sync)
     if impl == "polar":
         return c.synced(lambda: spectral_ops.polar(B, method="polar_express"), sync)
+    if impl == "gemm_floor":  # the products of the "polar" route, in its compute dtype
+        plan = spectral_ops.clip_plan(B, tau, method="polar")
+        return c.synced(c.gemm_floor_fn(B, plan.matmuls, plan.flops, _wide(B)), sync)
     method = impl.removeprefix("clip_")
     return c.synced(lambda: spectral_ops.clip(B, tau, method=method), sync)
 

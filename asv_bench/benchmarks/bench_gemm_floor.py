@@ -23,7 +23,8 @@ import spectral_ops
 
 from . import _common as c
 
-CUDA_SHAPES = ["256x256", "1024x1024", "4096x4096", "4096x16384", "8192x8192", "64x256x256"]
+CUDA_SHAPES = ["256x256", "1024x1024", "4096x4096", "4096x16384", "16384x4096", "8192x8192",
+               "64x256x256"]
 CPU_SHAPES = ["256x1024", "1024x4096"]
 IMPLS = ["polar_express", "gemm_floor", "gram", "gram_gemm_floor", "auto", "jordan",
          "torch_muon_ns"]
@@ -31,33 +32,6 @@ IMPLS = ["polar_express", "gemm_floor", "gram", "gram_gemm_floor", "auto", "jord
 
 def _shape(text):
     return tuple(int(v) for v in text.split("x"))
-
-
-def _gemm_floor(torch, B, plan):
-    """The products of ``plan`` on operands shaped like its iterates.
-
-    A plan counts ``k`` products and ``f`` flops; with ``2 m^2 n`` flops for an
-    ``m x m x n`` product and ``2 m^3`` for an ``m x m x m`` one, that fixes how
-    many of each it makes.
-    """
-    x = B if B.shape[-2] <= B.shape[-1] else B.mT
-    m, n = x.shape[-2:]
-    mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
-    if m == n:
-        k_mmn, k_mmm = plan.matmuls, 0
-    else:
-        k_mmn = round((plan.flops - plan.matmuls * mmm) / (mmn - mmm))
-        k_mmm = plan.matmuls - k_mmn
-    a = x @ x.mT
-
-    def run():
-        out = None
-        for _ in range(k_mmn):
-            out = a @ x  # (m x m)(m x n)
-        for _ in range(k_mmm):
-            out = a @ a
-        return out
-    return run
 
 
 def _fn(torch, impl, B):
@@ -70,7 +44,7 @@ def _fn(torch, impl, B):
         return lambda: spectral_ops.polar(B, method="jordan", steps=5)
     if impl in ("gemm_floor", "gram_gemm_floor"):
         plan = spectral_ops.polar_plan(B, method="gram" if gram else "polar_express")
-        return _gemm_floor(torch, B, plan)
+        return c.gemm_floor_fn(B, plan.matmuls, plan.flops)
     try:
         from torch.optim._muon import _zeropower_via_newtonschulz
     except ImportError as exc:

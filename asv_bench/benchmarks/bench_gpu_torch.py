@@ -2,7 +2,7 @@
 
 Methods "polar_express", "gram", "jordan", the default "auto", and the SVD route
 ("svd": spectral_ops' exact reference; "torch_svd": U @ Vh from torch.linalg.svd),
-in float32 and bfloat16 at 4096 x 4096 and 4096 x 16384.
+in float32, bfloat16 and float16 at 4096 x 4096 and 4096 x 16384.
 
 * float32 means float32: TF32 GEMMs are switched off
   (``torch.backends.cuda.matmul.allow_tf32 = False``).
@@ -24,7 +24,7 @@ import spectral_ops
 from . import _common as c
 
 SHAPES = ["4096x4096", "4096x16384"]
-DTYPES = ["float32", "bfloat16"]
+DTYPES = ["float32", "bfloat16", "float16"]
 METHODS = ["polar_express", "gram", "jordan", "auto", "svd", "torch_svd"]
 
 #: The device the tensors live on (a module variable so a smoke test can point

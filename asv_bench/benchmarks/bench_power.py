@@ -21,8 +21,17 @@ CPU_SHAPES = ["256x1024", "512x512", "1024x4096"]
 GPU_SHAPES = ["4096x4096", "4096x16384"]
 PS = ["1/2", "1/4", "-1/4"]
 CPU_PS = ["1/2", "-1/4"]  # the CPU run is long; 1/4 costs like 1/2 (one more squaring)
-IMPLS = ["power_auto", "power_newton", "svd_power", "polar"]
+IMPLS = ["gemm_floor", "power_auto", "power_newton", "svd_power", "polar"]
 
+
+
+def _wide(B):
+    """float32 for 16-bit torch inputs (clip and power compute in float32), else None."""
+    if isinstance(B, np.ndarray):
+        return None
+    import torch
+
+    return torch.float32 if B.dtype in (torch.bfloat16, torch.float16) else None
 
 def _fn(impl, B, p, sync=lambda: None):
     if impl == "svd_power":
@@ -39,6 +48,9 @@ def _fn(impl, B, p, sync=lambda: None):
         return c.synced(run, sync)
     if impl == "polar":
         return c.synced(lambda: spectral_ops.polar(B, method="polar_express"), sync)
+    if impl == "gemm_floor":  # the products of the "newton" route, in its compute dtype
+        plan = spectral_ops.power_plan(B, p, method="newton")
+        return c.synced(c.gemm_floor_fn(B, plan.matmuls, plan.flops, _wide(B)), sync)
     method = impl.removeprefix("power_")
     return c.synced(lambda: spectral_ops.power(B, p, method=method), sync)
 
