@@ -457,24 +457,28 @@ def _polar_express(xp, x, coefs, eps):
     for t, (ca, cb, cc) in enumerate(coefs):
         if t == 0:
             poly = _lincomb(xp, [(cb, a), (cc, a2)], x.dtype)  # A^2 is already formed
+            x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
         else:
-            a = fp.gram(xp, x)
-            poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)  # bA + cA^2
-        x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)  # aX + (bA + cA^2) X
+            x = _quintic_step(xp, x, (ca, cb, cc))
     return x
+
+
+def _quintic_step(xp, x, coefs):
+    """One odd-quintic step ``aX + (bA + cA^2) X`` with ``A = X X^T``, fused where possible."""
+    ca, cb, cc = coefs
+    comb = functools.partial(_lincomb, xp)
+    a = fp.gram(xp, x)
+    poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)  # bA + cA^2
+    return fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)  # aX + (bA + cA^2) X
 
 
 def _jordan(xp, x, steps):
     # Same arithmetic as torch.optim.Muon / optax.contrib.muon: Frobenius
     # normalisation, then the fixed quintic.
     x, _ = bb.frobenius_scale(xp, x)
-    ca, cb, cc = JORDAN_COEFFICIENTS
-    comb = functools.partial(_lincomb, xp)
     for _ in range(steps):
-        a = fp.gram(xp, x)
         # torch.optim.Muon's own arithmetic: addmm for both combinations
-        poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)
-        x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
+        x = _quintic_step(xp, x, JORDAN_COEFFICIENTS)
     return x
 
 
@@ -520,12 +524,7 @@ def _gram_newton_schulz(xp, x0, coefs, eps, restart_after=2):
         if t + 1 < gram_steps and t + 1 != restart_after:  # R is needed next step
             r = h @ (r @ h)
             r = 0.5 * (r + _mT(xp, r))
-    x = q @ x0
-    ca, cb, cc = coefs[-1]
-    comb = functools.partial(_lincomb, xp)
-    a = fp.gram(xp, x)
-    poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)
-    return fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
+    return _quintic_step(xp, q @ x0, coefs[-1])
 
 
 def _qdwh(xp, x, weights):
