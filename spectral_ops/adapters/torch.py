@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ._common import SCALES, Direction, scale_factor
+from .direction import SCALES, Direction, scale_factor
 
 __all__ = ["SpectralOptimizer", "Muon", "MuCon", "MuonP", "DynMuon", "Direction", "scale_factor",
            "SCALES"]
@@ -57,7 +57,7 @@ class SpectralOptimizer(torch.optim.Optimizer):
     lr : float
         Learning rate of the spectral update.
     direction : Direction
-        The spectral map (see :class:`~spectral_ops.adapters._common.Direction`).
+        The spectral map (see :class:`~spectral_ops.adapters.direction.Direction`).
     momentum : float
         :math:`\\mu` in [0, 1).
     nesterov : bool

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._common import SCALES, Direction, scale_factor
+from .direction import SCALES, Direction, scale_factor
 
 __all__ = ["scale_by_spectral", "ScaleBySpectralState", "muon", "mucon", "muon_p", "dyn_muon",
            "Direction", "scale_factor", "SCALES"]
