@@ -12,10 +12,12 @@ caller's library, device and dtype.
 """
 
 from .accuracy import SpectralReport, spectral_report
-from .clip import CLIP_METHODS, ClipPlan, clip, clip_plan
+from .clip import clip, clip_plan
 from .coefficients import minimax_odd_quintic, polar_express_coefficients, polar_express_schedule
-from .power import POWER_METHODS, PowerPlan, power, power_plan, rational_exponent
-from .polar import POLAR_METHODS, PolarPlan, polar, polar_plan
+from .plans import ClipPlan, PolarPlan, PowerPlan
+from .polar import polar, polar_plan
+from .power import power, power_plan, rational_exponent
+from .routing import CLIP_METHODS, POLAR_METHODS, POWER_METHODS
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ No framework is imported here: everything goes through the array API.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,12 @@ __all__ = [
     "is_16bit",
     "dtype_eps",
     "wide_dtype",
+    "in_wide_dtype",
     "frobenius_scale",
+    "unit_frobenius",
+    "power_of_two_scale",
+    "require",
+    "invalidate",
     "on_accelerator",
 ]
 
@@ -49,12 +55,17 @@ class Prepared:
         Whether ``x`` is the transpose of the caller's matrix.
     out_dtype : dtype
         The caller's dtype; results are returned in it.
+    valid : array of bool, shape (..., 1, 1)
+        Per matrix: whether the input is finite (and any per-matrix argument,
+        such as clip's ``tau``, valid; see :func:`invalidate`). :func:`finish`
+        turns the result of an invalid matrix into NaN.
     """
 
     xp: Any
     x: Any
     transposed: bool
     out_dtype: Any
+    valid: Any = None
 
     @property
     def m(self) -> int:
@@ -69,14 +80,18 @@ class Prepared:
         return self.x.dtype
 
 
-def _dtype_name(xp, dtype) -> str:
+def dtype_name(xp, dtype) -> str:
     for name in _REAL_FLOAT_NAMES + ("complex64", "complex128"):
         if hasattr(xp, name) and dtype == getattr(xp, name):
             return name
     return str(dtype)
 
 
-def _validate_array(B, name: str):
+def validate_array(B, name: str):
+    if type(B).__name__ == "MaskedArray" and hasattr(B, "filled"):
+        raise TypeError(
+            f"{name} is a masked array; spectral maps need every entry. Fill it first "
+            f"(e.g. {name}.filled(0)) or pass {name}.data.")
     if not array_api_compat.is_array_api_obj(B):
         raise TypeError(
             f"{name} must be an array (NumPy, CuPy, PyTorch, JAX or any array-API "
@@ -90,14 +105,14 @@ def _validate_array(B, name: str):
         )
     if xp.isdtype(B.dtype, "complex floating"):
         raise TypeError(
-            f"{name} has complex dtype {_dtype_name(xp, B.dtype)}; spectral_ops handles "
+            f"{name} has complex dtype {dtype_name(xp, B.dtype)}; spectral_ops handles "
             f"real matrices only. Pass the real and imaginary parts separately or a real "
             f"embedding of {name}."
         )
     if not xp.isdtype(B.dtype, "real floating"):
         raise TypeError(
             f"{name} must have a real floating dtype (float16, bfloat16, float32 or "
-            f"float64); got {_dtype_name(xp, B.dtype)}. Cast it first, e.g. "
+            f"float64); got {dtype_name(xp, B.dtype)}. Cast it first, e.g. "
             f"{name}.astype(float32) or {name}.float()."
         )
     return xp
@@ -134,6 +149,12 @@ def resolve_dtype(xp, compute_dtype, default):
 def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = False) -> Prepared:
     """Validate ``B`` and return it in the compute dtype, oriented wide.
 
+    The non-finite policy, the same on every backend and route: a matrix of
+    ``B`` that holds NaN or infinity is replaced by zeros for the computation
+    (so no iteration or LAPACK call ever sees it: LAPACK's SVD can loop forever
+    on an infinity) and its result becomes all NaN in :func:`finish`. This costs
+    two elementwise passes and no host synchronisation.
+
     Parameters
     ----------
     B : array, shape (..., m, n)
@@ -144,28 +165,74 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
         Dtype to iterate in. Default: the input's dtype.
     check_finite : bool
         If True, raise ``ValueError`` when ``B`` holds NaN or infinity. This
-        costs one device-to-host synchronisation (and cannot run under
-        ``jax.jit``), so it is off by default.
+        costs one device-to-host synchronisation; under ``jax.jit`` it is a
+        ``jax.experimental.checkify`` check (functionalise the caller with
+        ``checkify.checkify`` to receive the error).
     """
-    xp = _validate_array(B, name)
+    xp = validate_array(B, name)
     dtype = resolve_dtype(xp, compute_dtype, B.dtype)
-    if check_finite and not bool(xp.all(xp.isfinite(B))):
-        raise ValueError(
-            f"{name} contains NaN or infinite values; clean the input (e.g. zero the "
-            f"non-finite entries) or pass check_finite=False to skip this check."
-        )
+    finite = xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
+    if check_finite:
+        require(xp, finite, f"{name} contains NaN or infinite values; clean the input (e.g. "
+                            f"zero the non-finite entries) or pass check_finite=False: then "
+                            f"the result of such a matrix is NaN.")
     x = B if dtype == B.dtype else xp.astype(B, dtype)
+    x = xp.where(finite, x, xp.zeros_like(x))
     transposed = B.shape[-2] > B.shape[-1]
     if transposed:
         x = xp.linalg.matrix_transpose(x)
-    return Prepared(xp=xp, x=x, transposed=transposed, out_dtype=B.dtype)
+    return Prepared(xp=xp, x=x, transposed=transposed, out_dtype=B.dtype, valid=finite)
+
+
+def is_traced(x) -> bool:
+    """Whether ``x`` is an abstract value being traced (``jax.jit`` and friends)."""
+    if not array_api_compat.is_jax_array(x):
+        return False
+    import jax  # already imported: x is one of its arrays
+
+    return isinstance(x, jax.core.Tracer)
+
+
+def is_differentiated(x) -> bool:
+    """Whether autodiff is recording through ``x`` (torch ``requires_grad``, JAX's
+    forward/linearize tracers). ``auto`` then avoids the SVD routes, whose
+    backward is NaN at repeated singular values."""
+    if array_api_compat.is_torch_array(x):
+        return bool(x.requires_grad)
+    if array_api_compat.is_jax_array(x):
+        return type(x).__name__ in ("JVPTracer", "LinearizeTracer")
+    return False
+
+
+def require(xp, ok, message: str):
+    """Raise ``ValueError(message)`` unless every entry of ``ok`` is true.
+
+    Concrete arrays are read back (one host synchronisation). Under ``jax.jit``
+    the condition is a ``jax.experimental.checkify`` check: a caller wrapped in
+    ``checkify.checkify`` receives the error, and an unwrapped one gets JAX's
+    own message saying to wrap it.
+    """
+    if is_traced(ok):
+        from jax.experimental import checkify
+
+        checkify.check(xp.all(ok), message)
+    elif not bool(xp.all(ok)):
+        raise ValueError(message)
+
+
+def invalidate(prep: Prepared, ok) -> Prepared:
+    """``prep`` whose matrices are also invalid where ``ok`` (shape (..., 1, 1)) is false."""
+    return Prepared(xp=prep.xp, x=prep.x, transposed=prep.transposed, out_dtype=prep.out_dtype,
+                    valid=prep.valid & ok)
 
 
 def finish(y, prep: Prepared):
-    """Undo the orientation and return ``y`` in the caller's dtype."""
+    """Undo the orientation, make invalid matrices NaN, return in the caller's dtype."""
     xp = prep.xp
     if prep.transposed:
         y = xp.linalg.matrix_transpose(y)
+    if prep.valid is not None:
+        y = xp.where(prep.valid, y, xp.asarray(float("nan"), dtype=y.dtype))
     if y.dtype != prep.out_dtype:
         y = xp.astype(y, prep.out_dtype)
     return y
@@ -180,7 +247,16 @@ _EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64"
 
 def dtype_eps(xp, dtype) -> float:
     """Machine epsilon of a real floating dtype (works where ``finfo`` lacks bfloat16)."""
-    return _EPS[_dtype_name(xp, dtype)]
+    return _EPS[dtype_name(xp, dtype)]
+
+
+_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38,
+        "float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+
+
+def dtype_max(xp, dtype) -> float:
+    """The largest finite value of a real floating dtype."""
+    return _MAX[dtype_name(xp, dtype)]
 
 
 def wide_dtype(xp, dtype):
@@ -188,40 +264,111 @@ def wide_dtype(xp, dtype):
     return xp.float32 if is_16bit(xp, dtype) else dtype
 
 
+def in_wide_dtype(kernel):
+    """Run ``kernel(xp, x, ...)`` in the wide dtype and return in ``x``'s dtype.
+
+    For 16-bit ``x`` the kernel sees ``x`` in float32 and its result is rounded
+    back once; for 32/64-bit ``x`` it runs unchanged. The one place the
+    library widens a 16-bit input (the SVD, QR, solves and the Gram-based
+    recurrences have no 16-bit form, or lose too much there).
+    """
+    @functools.wraps(kernel)
+    def wrapper(xp, x, *args, **kwargs):
+        wide = wide_dtype(xp, x.dtype)
+        if wide == x.dtype:
+            return kernel(xp, x, *args, **kwargs)
+        return xp.astype(kernel(xp, xp.astype(x, wide), *args, **kwargs), x.dtype)
+    return wrapper
+
+
+def power_of_two_scale(xp, x):
+    """``(x / 2^e, 2^e)`` per matrix, with ``2^e <= max|x| < 2^(e+1)``, exact.
+
+    Dividing by a power of two introduces no rounding. The factor is applied as
+    two halves so that neither overflows (``2^149`` for the smallest float32
+    subnormals, ``2^127`` near float32's largest values), and 16-bit inputs are
+    scaled in float32 (``2^16`` is infinite in float16). Zero (and non-finite)
+    matrices get ``2^0``. Returns ``x`` scaled in its dtype and ``2^e`` in the
+    wide dtype, shape ``(..., 1, 1)``.
+    """
+    wide = wide_dtype(xp, x.dtype)
+    xw = x if wide == x.dtype else xp.astype(x, wide)
+    amax = xp.max(xp.abs(xw), axis=(-2, -1), keepdims=True)
+    usable = (amax > 0) & xp.isfinite(amax)
+    exponent = xp.floor(xp.log2(xp.where(usable, amax, xp.ones_like(amax))))
+    two = xp.asarray(2.0, dtype=wide, device=array_api_compat.device(x))
+    half = xp.floor(-exponent / 2)
+    xs = (xw * xp.pow(two, half)) * xp.pow(two, -exponent - half)
+    scale = xp.pow(two, -half) * xp.pow(two, exponent + half)  # may be inf: the caller's range
+    return (xs if wide == x.dtype else xp.astype(xs, x.dtype)), scale
+
+
 def frobenius_scale(xp, x):
     """Scale each matrix of ``x`` to unit Frobenius norm, safely.
 
-    Returns ``(x / ||x||_F, ||x||_F)`` with the norm in the wide dtype and
-    shape ``(..., 1, 1)``. A power-of-two prescale (exact in binary floating
-    point) first brings the largest entry near 1, so the sum of squares neither
-    overflows (entries near 1e30 in float32) nor underflows (near 1e-30). Zero
-    matrices come back as zeros with norm 0 (never NaN).
+    Returns ``(x / ||x||_F, ||x / 2^e||_F, 2^e)``: the unit matrix, and the norm
+    as a factor near 1 (in [1, 2 sqrt(mn)]) times the exact power of two of
+    :func:`power_of_two_scale`, both in the wide dtype and of shape
+    ``(..., 1, 1)``, so a caller can form ``||x||_F^p`` without overflow. The
+    prescale brings the largest entry into [1, 2), so the sum of squares
+    neither overflows nor underflows from the smallest subnormal to the
+    largest finite value of the dtype. Zero matrices come back as zeros with
+    norm 0 (never NaN).
     """
     wide = wide_dtype(xp, x.dtype)
-    amax = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
-    amax = xp.astype(amax, wide)
-    positive = amax > 0
-    # exact power of two near amax: dividing by it introduces no rounding
-    exponent = xp.round(xp.log2(xp.where(positive, amax, xp.ones_like(amax))))
-    two_e = xp.pow(xp.asarray(2.0, dtype=wide, device=array_api_compat.device(x)), exponent)
-    xs = x / xp.astype(two_e, x.dtype)
-    sumsq = xp.sum(xp.astype(xs, wide) ** 2, axis=(-2, -1), keepdims=True)
-    norm_s = xp.sqrt(sumsq)
+    xs, two_e = power_of_two_scale(xp, x)
+    norm_s = xp.sqrt(xp.sum(xp.astype(xs, wide) ** 2, axis=(-2, -1), keepdims=True))
     safe = xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s))
-    return xs / xp.astype(safe, x.dtype), norm_s * two_e
+    return xs / xp.astype(safe, x.dtype), norm_s, two_e
+
+
+def unit_frobenius(xp, x):
+    """``x / ||x||_F`` per matrix (see :func:`frobenius_scale`); zeros stay zeros."""
+    return frobenius_scale(xp, x)[0]
+
+
+_ACCELERATOR_WORDS = ("cuda", "gpu", "tpu", "rocm", "mps", "xpu", "hpu", "neuron")
+
+
+def _is_accelerator_text(dev) -> bool:
+    text = f"{getattr(dev, 'type', '')} {getattr(dev, 'platform', '')} {dev}".lower()
+    return any(key in text for key in _ACCELERATOR_WORDS)
+
+
+def default_device_is_accelerator(x) -> bool:
+    """Whether ``x``'s library computes on an accelerator by default.
+
+    Used where ``x`` has no readable device: a traced array under ``jax.jit``
+    (which runs on JAX's default backend) or a tensor whose device cannot be
+    read. The library of ``x`` is already imported, so nothing new is loaded.
+    """
+    if array_api_compat.is_jax_array(x):
+        import jax  # already imported: x is one of its arrays
+
+        return jax.default_backend() != "cpu"
+    if array_api_compat.is_torch_array(x):
+        import torch  # already imported: x is one of its tensors
+
+        return _is_accelerator_text(torch.get_default_device())
+    return False
 
 
 def on_accelerator(x) -> bool:
-    """Best-effort guess whether ``x`` lives on a GPU/TPU (used by ``method="auto"``)."""
+    """Whether the computation on ``x`` runs on a GPU/TPU (used by ``method="auto"``).
+
+    The device of ``x`` where it can be read; otherwise (``jax.jit`` tracers,
+    anything without a concrete device) where its library computes by default,
+    never silently the CPU.
+    """
     if array_api_compat.is_cupy_array(x):
         return True
     try:
         dev = array_api_compat.device(x)
-    except Exception:  # e.g. a tracer without a concrete device
-        return False
-    text = str(getattr(dev, "type", "")) + " " + str(getattr(dev, "platform", "")) + " " + str(dev)
-    text = text.lower()
-    return any(key in text for key in ("cuda", "gpu", "tpu", "rocm", "mps", "xpu"))
+    except Exception:  # a device that cannot be read
+        dev = None
+    if dev is None:
+        return default_device_is_accelerator(x)
+    return _is_accelerator_text(dev)
 
 
 def eye_like(xp, x, n: int):

@@ -43,7 +43,8 @@ class SpectralReport:
         Per-singular-value error above the floor,
         :math:`\max_i |u_i^T Y v_i - f(s_i)| / \max_i f(s_i)`.
     finite : bool
-        Whether ``Y`` is free of NaN and infinity.
+        Whether ``Y`` is free of NaN and infinity. Where ``Y`` or ``B`` is not,
+        every other field is NaN.
     """
 
     band: tuple[float, float]
@@ -114,6 +115,10 @@ def spectral_report(Y, B, /, fn: str | Callable[[np.ndarray], np.ndarray] = "pol
     if not callable(f):
         raise ValueError(f"fn must be 'polar' or a callable on singular values; got {fn!r}.")
     finite = bool(np.isfinite(y).all())
+    if not finite or not np.isfinite(b).all():
+        # no SVD of a non-finite matrix (LAPACK may loop or raise): the report says so
+        nan = float("nan")
+        return SpectralReport((nan, nan), nan, nan, nan, finite)
     m, n = b.shape[-2:]
     y2 = y.reshape((-1, m, n))
     b2 = b.reshape((-1, m, n))

@@ -52,56 +52,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+
+import array_api_compat
 
 from . import _backbone as bb
-from .polar import (_check_method_steps_tol, _count, _cpu_prefers_svd, _design_lower, _is_real, _mT,
-                    _numpy_backed, _polar_express, _polar_iteration, _qdwh, _qdwh_fixed,
-                    _qdwh_schedule, _run_polar_iteration)
-from .coefficients import polar_express_coefficients, polar_express_schedule
+from .kernels import mT, polar_factor, svd_map
+from .plans import ClipPlan
+from .routing import CLIP_METHODS, plan_clip
 
 __all__ = ["clip", "clip_plan", "ClipPlan", "CLIP_METHODS"]
-
-CLIP_METHODS = ("auto", "polar", "newton", "svd")
-
-#: Default accuracy target per compute dtype: relative error of each singular
-#: value above the polar floor.
-_DEFAULT_TOL = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
-
-#: Design of the sign iteration of ``"polar"``: it resolves ``|s - tau|`` down to
-#: ``lower * s_max`` and reaches ``tol`` above it (exact arithmetic). Chosen from
-#: the measurements in docs/clip.md; 16-bit inputs use the float32 row.
-_SIGN_DESIGN = {"float64": (1e-8, 1e-12), "float32": (1e-4, 1e-4)}
-
-
-@dataclass(frozen=True)
-class ClipPlan:
-    """What :func:`clip` will do for a given input.
-
-    Attributes
-    ----------
-    method : str
-        The method that runs (``"auto"`` resolved).
-    polar_steps : int
-        Iterations of the polar factor (0 for ``"svd"``).
-    sign_steps : int
-        Iterations of the sign of ``H - tau I`` (0 for ``"svd"``).
-    matmuls : int
-        Matrix products per matrix (QR, solves and SVDs not included).
-    flops : float
-        Flops of those products per matrix.
-    polar_iteration : str or None
-        For ``"polar"``: the iteration of the polar factor, ``"polar_express"``
-        or, where the aspect ratio pays (as in :func:`~spectral_ops.polar_plan`),
-        ``"gram"``.
-    """
-
-    method: str
-    polar_steps: int
-    sign_steps: int
-    matmuls: int
-    flops: float
-    polar_iteration: str | None = None
 
 
 def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
@@ -116,86 +75,38 @@ def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
     reach (``tol < 10 eps``), ``"newton"`` for such ``tol`` on accelerators,
     else ``"polar"``.
     """
-    xp = bb._validate_array(B, "B")
-    dtype = bb.resolve_dtype(xp, compute_dtype, B.dtype)
+    xp = bb.validate_array(B, "B")
     _check_tau(xp, tau, B)
-    return _plan(xp, B, dtype, method, steps, floor, tol, eps)
+    return plan_clip(xp, B, bb.resolve_dtype(xp, compute_dtype, B.dtype), method, steps, floor,
+                     tol, eps, _ratio_bound(xp, B, tau))
 
 
-def _plan(xp, B, dtype, method, steps, floor, tol, eps) -> ClipPlan:
-    _check_method_steps_tol(CLIP_METHODS, method, steps, tol)
-    if not (_is_real(floor) and 0 < floor < 1):
-        raise ValueError(
-            f"floor must be a number in (0, 1): singular values above tau and above "
-            f"floor * s_max are cut to tau accurately; got {floor!r}.")
-    if eps is not None and not (_is_real(eps) and 0 < eps < 1):
-        raise ValueError(
-            f"eps must be None (no smoothing) or a number in (0, 1), the smoothing width "
-            f"as a fraction of tau; got {eps!r}.")
-    m, n = sorted(B.shape[-2:])
-    name = bb._dtype_name(xp, dtype)
-    wide_name = "float32" if name in ("float16", "bfloat16") else name
-    tol = _DEFAULT_TOL[name] if tol is None else float(tol)
-    if method == "auto":
-        if m == 0:
-            method = "svd"
-        elif tol < 10 * bb.dtype_eps(xp, bb.wide_dtype(xp, dtype)):  # 16-bit runs in float32
-            method = "newton" if bb.on_accelerator(B) else "svd"
-        elif not bb.on_accelerator(B) and _cpu_clip_prefers_svd(xp, dtype, B.shape):
-            method = "svd"
-        else:
-            method = "polar"
-    mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
-    if method == "polar":
-        lower = _design_lower(floor, max(m, 1), bb.dtype_eps(xp, bb.wide_dtype(xp, dtype)))
-        # P runs in the wide dtype, to that dtype's default accuracy at least
-        ptol = min(tol, _DEFAULT_TOL[wide_name])
-        ps = len(polar_express_schedule(lower, ptol)[0]) if steps is None else int(steps)
-        ss = len(_sign_schedule(wide_name, m, eps)) if steps is None else int(steps)
-        sign_cols = 2 * m if eps is not None else m
-        sign_flops = ss * (2 * 2.0 * m * m * sign_cols + mmm)
-        # H and the final product; then the projector refinement (2 m x m) or, with
-        # eps, the second block's product with P (m x n)
-        k_end, f_end = (4, 2 * mmn + 2 * mmm) if eps is None else (3, 3 * mmn)
-        wide = bb.wide_dtype(xp, dtype)
-        iteration = _polar_iteration(xp, wide, m, n, ps, bb.on_accelerator(B))
-        kp, fp = _count(iteration, m, n, ps)
-        return ClipPlan("polar", ps, ss, kp + 3 * ss + k_end, fp + sign_flops + f_end,
-                        iteration)
-    if method == "newton":
-        weps = bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
-        k = len(_qdwh_schedule(weps, weps)) if steps is None else int(steps)
-        return ClipPlan("newton", k, k, 2 * k + 2, k * (mmn + mmm) + 2 * mmn)
-    return ClipPlan("svd", 0, 0, 0, 0.0)
-
-
-def _cpu_clip_prefers_svd(xp, dtype, shape) -> bool:
-    """Measured on a 2-core x86-64 CPU (docs/clip.md): the matrix route wins only
-    with NumPy float32 at aspect ratio 4 or more (1.1x-2.2x faster); square inputs
-    and torch favour the SVD (0.3x-0.8x)."""
-    m, n = sorted(shape[-2:])
-    if _cpu_prefers_svd(xp, dtype, shape):
-        return True
-    return not (_numpy_backed(xp) and n >= 4 * m and m >= 128)
-
-
-def _sign_schedule(wide_name: str, m: int, eps: float | None):
-    """Polar Express coefficients of the sign iteration (see ``_SIGN_DESIGN``).
-
-    With ``eps`` the stacked matrix has no singular value below ``eps * tau``, so
-    the same design resolves it wherever ``eps * tau >= lower * s_max``.
-    """
-    lower, tol = _SIGN_DESIGN[wide_name]
-    design = _design_lower(lower, max(m, 1), 0.0)
-    coefs, _ = polar_express_schedule(design, tol)
-    return coefs
+def _ratio_bound(xp, B, tau):
+    """``max ||B||_F / tau`` over the batch where it is free to read (host arrays,
+    not traced), else None. A bound on ``s_max / tau``: the designs follow it."""
+    if bb.is_traced(B) or bb.on_accelerator(B) or (not isinstance(tau, numbers.Real) and (
+            bb.is_traced(tau) or bb.on_accelerator(tau))) or math.prod(B.shape) == 0:
+        return None
+    if array_api_compat.is_torch_array(B):
+        B = B.detach()  # a host read for the plan, outside autograd
+    finite = xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
+    _, norm_s, two_e = bb.frobenius_scale(xp, xp.where(finite, B, xp.zeros_like(B)))
+    log_fro = xp.log2(xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s))) + xp.log2(two_e)
+    if isinstance(tau, numbers.Real):
+        log_ratio = float(xp.max(log_fro)) - math.log2(float(tau))
+    else:
+        t = xp.reshape(xp.astype(tau, log_fro.dtype), tuple(tau.shape) + (1, 1))
+        log_ratio = float(xp.max(log_fro - xp.log2(t)))
+    return 2.0 ** min(log_ratio, 1000.0) if math.isfinite(log_ratio) else None
 
 
 def _check_tau(xp, tau, B, check_values=False):
     """Validate ``tau``: a positive real scalar, or an array broadcastable to the batch.
 
-    The entries of an array ``tau`` are checked on the host; on an accelerator only
-    with ``check_values`` (``check_finite=True``), which costs a synchronisation.
+    The entries of an array ``tau`` are checked where that is free (host
+    arrays); on an accelerator or under ``jax.jit`` only with ``check_values``
+    (``check_finite=True``: one synchronisation, or a checkify check under
+    jit). Unchecked invalid entries make their matrix's result NaN.
     """
     batch = tuple(B.shape[:-2])
     if isinstance(tau, bool):
@@ -205,41 +116,27 @@ def _check_tau(xp, tau, B, check_values=False):
             raise ValueError(
                 f"tau must be positive and finite (the spectral-norm radius); got {tau!r}.")
         return
-    try:
-        tshape = tuple(tau.shape)
-    except AttributeError:
+    if not array_api_compat.is_array_api_obj(tau):
         raise TypeError(
             f"tau must be a positive real number or an array broadcastable to the batch "
-            f"shape {batch}; got {type(tau).__name__}.") from None
-    try:
-        ok = xp.isdtype(tau.dtype, ("real floating", "integral"))
-    except Exception:
-        ok = False
-    if not ok:
-        raise TypeError(f"tau must have a real dtype; got {tau.dtype}.")
+            f"shape {batch}; got {type(tau).__name__}.")
+    if array_api_compat.array_namespace(tau) is not xp:
+        raise TypeError(
+            f"tau is a {type(tau).__module__.split('.')[0]} array but B is a "
+            f"{type(B).__module__.split('.')[0]} array; pass tau as a Python float or as an "
+            f"array of B's library (on B's device).")
+    if not xp.isdtype(tau.dtype, ("real floating", "integral")):
+        raise TypeError(f"tau must have a real dtype; got {bb.dtype_name(xp, tau.dtype)}.")
+    tshape = tuple(tau.shape)
     if len(tshape) > len(batch) or any(
             t not in (1, b) for t, b in zip(tshape[::-1], batch[::-1])):
         raise ValueError(
             f"tau of shape {tshape} does not broadcast to the batch shape {batch} of B "
             f"{tuple(B.shape)}; give one value per matrix (shape {batch}) or a scalar.")
-    if bb.on_accelerator(tau) and not check_values:
+    if (bb.is_traced(tau) or bb.on_accelerator(tau)) and not check_values:
         return  # reading device values back would stall every call; see check_finite
-    try:
-        finite = xp.all(xp.isfinite(tau)) if xp.isdtype(tau.dtype, "real floating") else True
-        positive = bool(xp.all(tau > 0) & finite)
-    except Exception:  # a traced value (jax.jit): cannot be inspected on the host
-        return
-    if not positive:
-        raise ValueError("tau must be positive and finite in every entry (the spectral-norm radius).")
-
-
-def _tau_array(xp, tau, x, wide):
-    """``tau`` as a (..., 1, 1) array in the wide dtype on ``x``'s device."""
-    dev = bb.array_api_compat.device(x)
-    if isinstance(tau, numbers.Real):
-        return xp.asarray(float(tau), dtype=wide, device=dev)
-    t = xp.astype(xp.asarray(tau, device=dev), wide)
-    return xp.reshape(t, tuple(t.shape) + (1, 1))
+    bb.require(xp, (tau > 0) & xp.isfinite(tau),
+               "tau must be positive and finite in every entry (the spectral-norm radius).")
 
 
 def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: float = 1e-3,
@@ -329,25 +226,36 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     prep = bb.prepare(B, compute_dtype=compute_dtype, check_finite=check_finite)
     xp = prep.xp
     _check_tau(xp, tau, B, check_values=check_finite)
-    plan = _plan(xp, B, prep.dtype, method, steps, floor, tol, eps)
-    x = prep.x
+    plan = plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, _ratio_bound(xp, B, tau))
     if prep.m == 0:
-        return bb.finish(xp.zeros_like(x), prep)
-    wide = bb.wide_dtype(xp, x.dtype)
-    t = _tau_array(xp, tau, x, wide)
+        return bb.finish(xp.zeros_like(prep.x), prep)
+    t = _tau_array(xp, tau, prep.x)
+    prep = bb.invalidate(prep, (t > 0) & xp.isfinite(t))  # a traced or device tau
     if plan.method == "svd":
-        y = _svd_clip(xp, x, t, eps)
+        # f(c s) = c min(s, tau / c): the SVD runs on the prescaled input
+        y = svd_map(xp, prep.x, lambda xp_, s, c: c * _smooth_min(xp_, s, t[..., 0] / c, plan.eps))
     else:
-        y = _identity_clip(xp, x, t, plan, eps, floor, tol)
+        y = _identity_clip(xp, prep.x, t, plan)
     return bb.finish(y, prep)
 
 
-def _svd_clip(xp, x, t, eps):
-    dtype, wide = x.dtype, bb.wide_dtype(xp, x.dtype)
-    u, s, vh = xp.linalg.svd(xp.astype(x, wide), full_matrices=False)
-    ts = t[..., 0] if t.ndim >= 2 else t
-    fs = _smooth_min(xp, s, ts, eps)
-    return xp.astype((u * fs[..., None, :]) @ vh, dtype)
+def _tau_array(xp, tau, x):
+    """``tau`` as a (..., 1, 1) array in the wide dtype of ``x``, on its device.
+
+    A radius beyond the dtype's largest value is that value: any radius at or
+    above ``||B||_F`` gives ``B`` itself.
+    """
+    wide = bb.wide_dtype(xp, x.dtype)
+    top = bb.dtype_max(xp, wide)
+    dev = array_api_compat.device(x)
+    if isinstance(tau, numbers.Real):
+        return xp.asarray(min(float(tau), top), dtype=wide, device=dev)[None, None]
+    t = xp.asarray(tau, device=dev)
+    if xp.isdtype(t.dtype, "real floating"):
+        t = xp.minimum(t, xp.asarray(top, dtype=t.dtype, device=dev)) if \
+            bb.dtype_max(xp, t.dtype) > top else t
+    t = xp.astype(t, wide)
+    return xp.reshape(t, tuple(t.shape) + (1, 1))
 
 
 def _smooth_min(xp, s, t, eps):
@@ -356,60 +264,50 @@ def _smooth_min(xp, s, t, eps):
     return 0.5 * (s + t - xp.sqrt((s - t) ** 2 + (eps * t) ** 2))
 
 
-def _identity_clip(xp, x, t, plan, eps, floor, tol):
-    r"""``(B + tau P - Sigma (B - tau P)) / 2`` (see the module docstring)."""
-    dtype, wide = x.dtype, bb.wide_dtype(xp, x.dtype)
+@bb.in_wide_dtype
+def _identity_clip(xp, x, t, plan):
+    r"""``tau P + Pi (B - tau P)`` (see the module docstring), in float32 or better.
+
+    Everything runs in the wide dtype: ``H = B P^T`` has errors of size
+    ``s_max * (error of P)``, so at ``s_max = 1e3 tau`` a bfloat16 ``P`` (errors
+    ~1e-2) would put errors of ``10 tau`` into ``H`` (measured: output norms up to
+    ``15 tau``).
+    """
+    # clip(B, tau) = c clip(B / c, tau / c), with c the exact power of two that
+    # brings max|B| into [1, 2): no overflow or underflow at any scale
+    x, c = bb.power_of_two_scale(xp, x)
+    cap = xp.where(c < 1, c, xp.ones_like(c)) * bb.dtype_max(xp, t.dtype)
+    t = xp.minimum(t, cap) / c  # no overflow: a capped tau is above ||B||_F anyway
+    # where tau >= ||B||_F >= s_max nothing is clipped: B itself, exactly (the
+    # identity below would carry an absolute error of eps * tau)
+    untouched = t >= xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=True))
+    t = xp.where(untouched, xp.ones_like(t), t)  # keeps a huge tau out of the arithmetic
+    return c * xp.where(untouched, x, _clip_identity(xp, x, t, plan))
+
+
+def _clip_identity(xp, x, t, plan):
     m = x.shape[-2]
-    name = bb._dtype_name(xp, dtype)
-    weps = bb.dtype_eps(xp, wide)
-    # the polar factor, in the compute dtype
-    # Everything runs in the wide dtype: H = B P^T has errors of size
-    # s_max * (error of P), so at s_max = 1e3 tau a bfloat16 P (errors ~1e-2)
-    # would put errors of 10 tau into H (measured: output norms up to 15 tau)
-    xw = x if wide == dtype else xp.astype(x, wide)
-    if plan.method == "polar":
-        lower = _design_lower(floor, m, weps)
-        coefs = polar_express_coefficients(plan.polar_steps, lower)
-        pw = _run_polar_iteration(xp, xw, plan.polar_iteration, coefs, weps)
-    else:
-        pw = _qdwh(xp, xw, _qdwh_fixed(weps, plan.polar_steps))
-    h = xw @ _mT(xp, pw)
+    pw = polar_factor(xp, x, plan.polar)
+    h = x @ mT(xp, pw)
     eye = bb.eye_like(xp, h, m)
-    shifted = 0.5 * (h + _mT(xp, h)) - t * eye
-    wide_name = "float32" if name in ("float16", "bfloat16") else name
-    if eps is None:
-        sign, extra = _sign(xp, shifted, plan, wide_name, m), None
-    else:
-        # polar factor of the stack [H - tau I; eps tau I] (oriented wide):
-        # [Q1, Q2] with Q1 = M (M^2 + e^2)^(-1/2) and Q2 = e (M^2 + e^2)^(-1/2)
-        stacked = xp.concat([shifted, xp.broadcast_to(eps * t * eye, shifted.shape)], axis=-1)
-        q = _sign(xp, stacked, plan, wide_name, m)
-        sign, extra = q[..., :m], q[..., m:]
-    if extra is None:
+    shifted = 0.5 * (h + mT(xp, h)) - t * eye
+    if plan.eps is None:
+        sign = polar_factor(xp, shifted, plan.sign)
         # projector onto the directions below tau, Pi = (I - Sigma) / 2, refined by
         # one cubic step Pi <- Pi^2 (3 I - 2 Pi) (Newton-Schulz on the sign, written
         # in Pi): an error d of the sign becomes 3 d^2 / 4, and round-off is now
         # relative to Pi, which is ~0 on the directions far above tau, where the
         # output would otherwise carry s * d
         proj = 0.5 * (eye - sign)
-        proj = 0.5 * (proj + _mT(xp, proj))
+        proj = 0.5 * (proj + mT(xp, proj))
         proj2 = proj @ proj
         proj = 3.0 * proj2 - 2.0 * (proj2 @ proj)
-        # clip = tau P + Pi (B - tau P)
-        y = t * pw + proj @ (xw - t * pw)
-    else:
-        # 2 clip = B + tau P - sqrt(M^2 + e^2 tau^2) P with sqrt(...) = M Q1 + e tau Q2,
-        # and M P = B - tau P on the row space
-        y = 0.5 * (xw + t * pw - sign @ (xw - t * pw) - (eps * t) * (extra @ pw))
-    return xp.astype(y, dtype)
-
-
-def _sign(xp, mat, plan, wide_name, m):
-    """The polar factor of ``mat`` (the sign of a symmetric one), in ``mat``'s dtype."""
-    if plan.method == "newton":
-        weps = bb.dtype_eps(xp, mat.dtype)
-        return _qdwh(xp, mat, _qdwh_fixed(weps, plan.sign_steps))
-    lower, _ = _SIGN_DESIGN[wide_name]
-    design = _design_lower(lower, m, 0.0)
-    coefs = polar_express_coefficients(plan.sign_steps, design)
-    return _polar_express(xp, mat, coefs, bb.dtype_eps(xp, mat.dtype))
+        return t * pw + proj @ (x - t * pw)
+    # polar factor of the stack [H - tau I, eps tau I] (wide): [Q1, Q2] with
+    # Q1 = M (M^2 + e^2)^(-1/2) and Q2 = e (M^2 + e^2)^(-1/2); then
+    # 2 clip = B + tau P - sqrt(M^2 + e^2 tau^2) P with sqrt(...) = M Q1 + e tau Q2,
+    # and M P = B - tau P on the row space
+    stacked = xp.concat([shifted, xp.broadcast_to(plan.eps * t * eye, shifted.shape)], axis=-1)
+    q = polar_factor(xp, stacked, plan.sign)
+    sign, extra = q[..., :m], q[..., m:]
+    return 0.5 * (x + t * pw - sign @ (x - t * pw) - (plan.eps * t) * (extra @ pw))

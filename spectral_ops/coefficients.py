@@ -28,6 +28,7 @@ __all__ = [
     "polar_express_coefficients",
     "polar_express_schedule",
     "quintic_image",
+    "schedule_error",
 ]
 
 #: Muon's classic quintic (Keller Jordan), used with 5 steps.
@@ -191,6 +192,14 @@ def polar_express_schedule(lower: float, tol: float, *, max_steps: int = 40,
         f"no Polar Express schedule of at most {max_steps} steps reaches tol={tol} from "
         f"lower={lower}; raise tol or lower, or use method='qdwh'."
     )
+
+
+def schedule_error(lower: float, steps: int, *, cushion: float = CUSHION,
+                   safety: float = SAFETY) -> float:
+    """The guaranteed worst-case error of :func:`polar_express_coefficients`
+    ``(steps, lower)`` on :math:`[\text{lower}, 1]`, in exact arithmetic."""
+    _check_schedule_args(steps, lower)
+    return _schedule(float(lower), int(steps), float(cushion), float(safety))[1][-1]
 
 
 def _check_schedule_args(steps, lower):

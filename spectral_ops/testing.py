@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPECTRA", "spectrum", "make_matrix", "from_spectrum"]
+__all__ = ["SPECTRA", "spectrum", "make_matrix", "from_spectrum", "torch_muon_newton_schulz"]
 
 #: Spectrum kinds :func:`spectrum` knows.
 SPECTRA = ("gaussian", "ill", "gradient", "rank_deficient", "flat")
@@ -92,3 +92,29 @@ def from_spectrum(s, shape, *, seed=0, dtype=np.float64) -> np.ndarray:
         raise ValueError(f"s must have min(m, n) = {r} values; got {s.shape[-1]}.")
     u, v = _haar(rng, batch, m, r), _haar(rng, batch, n, r)
     return ((u * s[..., None, :]) @ np.swapaxes(v, -1, -2)).astype(dtype)
+
+
+def torch_muon_newton_schulz():
+    """``torch.optim.Muon``'s Newton-Schulz as ``f(G) -> array``, or ``(None, reason)``.
+
+    Returns ``(f, None)`` where ``f(G)`` runs torch's own 5-step quintic on a 2-D
+    tensor ``G`` (the reference of the parity tests and benchmarks), or
+    ``(None, reason)`` where torch has no ``torch.optim.Muon`` or its private
+    kernel no longer takes the four arguments ``(grad, coefficients, steps,
+    eps)`` that this reference was written for (a signature change skips, with
+    the reason, instead of breaking).
+    """
+    import inspect
+
+    try:
+        from torch.optim._muon import _zeropower_via_newtonschulz as kernel
+    except ImportError as exc:
+        return None, f"torch.optim.Muon is not available ({exc}); it needs torch >= 2.9"
+    params = list(inspect.signature(kernel).parameters.values())
+    required = [p for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(params) < 4 or len(required) > 4:
+        return None, (f"torch.optim._muon._zeropower_via_newtonschulz{inspect.signature(kernel)} "
+                      f"no longer takes (grad, coefficients, steps, eps)")
+    coefficients = (3.4445, -4.7750, 2.0315)
+    return (lambda G: kernel(G, coefficients, 5, 1e-7)), None

@@ -124,13 +124,36 @@ def backend_only(dtype="float64"):
 
 
 class CountingArray(np.ndarray):
-    """A NumPy array that counts the matrix products made from it (for the plans' counts)."""
+    """A NumPy array that counts every matrix product it takes part in (for the plans' counts).
+
+    It intercepts the ``matmul`` ufunc, so products are counted whichever side
+    the array is on, and results of other ufuncs and array functions
+    (concatenation, QR, solves) stay counting arrays.
+    """
 
     products = 0
 
-    def __matmul__(self, other):
-        type(self).products += 1
-        return super().__matmul__(other)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.matmul:
+            type(self).products += 1
+        plain = [x.view(np.ndarray) if isinstance(x, CountingArray) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, CountingArray) else o
+                                  for o in kwargs["out"])
+        return _counting(getattr(ufunc, method)(*plain, **kwargs))
+
+    def __array_function__(self, func, types, args, kwargs):
+        # concatenate, linalg.qr, solve, ...: results stay counting arrays
+        return _counting(super().__array_function__(func, types, args, kwargs))
+
+
+def _counting(result):
+    if isinstance(result, np.ndarray):
+        return result.view(CountingArray)
+    if isinstance(result, tuple):
+        items = [_counting(r) for r in result]
+        return type(result)(*items) if hasattr(result, "_fields") else tuple(items)
+    return result
 
 
 def count_products(fn, B):

@@ -45,14 +45,14 @@ def _fn(torch, impl, B):
     if impl in ("gemm_floor", "gram_gemm_floor"):
         plan = spectral_ops.polar_plan(B, method="gram" if gram else "polar_express")
         return c.gemm_floor_fn(B, plan.matmuls, plan.flops)
-    try:
-        from torch.optim._muon import _zeropower_via_newtonschulz
-    except ImportError as exc:
-        raise NotImplementedError(f"torch.optim.Muon is not available: {exc}") from exc
+    from spectral_ops.testing import torch_muon_newton_schulz
+
+    reference, reason = torch_muon_newton_schulz()
+    if reference is None:
+        raise NotImplementedError(reason)
     if B.ndim != 2:
         raise NotImplementedError("torch.optim.Muon's Newton-Schulz takes 2-D matrices only")
-    coefs = (3.4445, -4.7750, 2.0315)
-    return lambda: _zeropower_via_newtonschulz(B, coefs, 5, 1e-7)
+    return lambda: reference(B)
 
 
 class TimeGemmFloorCUDA:

@@ -1,0 +1,245 @@
+r"""Iteration kernels: the matrix arithmetic of every spectral map.
+
+Each kernel takes the array namespace ``xp``, an input already validated and
+oriented *wide* (``m <= n``, so ``X X^T`` is the small Gram matrix) and the
+numbers of a plan (:mod:`spectral_ops.plans`); none chooses anything. The maps
+(:mod:`spectral_ops.polar`, :mod:`spectral_ops.clip`, :mod:`spectral_ops.power`)
+stand side by side on top of this module and :mod:`spectral_ops.routing`.
+
+================================  ==================================================
+kernel                            what it computes
+================================  ==================================================
+:func:`polar_factor`              :math:`UV^T` as a :class:`~spectral_ops.PolarPlan` says
+:func:`polar_express`             Polar Express's odd quintics (also the sign of a
+                                  symmetric matrix)
+:func:`jordan`                    Muon's fixed quintic
+:func:`gram_newton_schulz`        the same quintics on :math:`R = XX^T`
+:func:`qdwh`                      dynamically weighted Halley (QR / solve)
+:func:`svd_map`                   :math:`U f(s) V^T` through the thin SVD
+:func:`inverse_root`              coupled Newton for :math:`M^{-1/r}`
+:func:`matpow`                    integer matrix powers by squaring
+================================  ==================================================
+
+Every product is written ``a @ b`` or through :mod:`spectral_ops._fastpaths`
+(fused multiply-accumulate GEMMs, symmetric Gram products) where a backend has
+a cheaper kernel for the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from . import _backbone as bb
+from . import _fastpaths as fp
+
+__all__ = ["polar_factor", "polar_express", "quintic_step", "jordan", "gram_newton_schulz",
+           "qdwh", "svd_map", "inverse_root", "matpow", "lincomb", "tight_start", "mT"]
+
+
+def mT(xp, x):
+    """The matrix transpose over the last two axes."""
+    return xp.linalg.matrix_transpose(x)
+
+
+def lincomb(xp, terms, dtype):
+    """sum(coef * array), formed in float32 or better and rounded once to ``dtype``.
+
+    In 16-bit dtypes a Python coefficient such as 8.2872 would otherwise be
+    rounded to 8.25 before use (as a bf16 scalar), a systematic error.
+    """
+    wide = bb.wide_dtype(xp, dtype)
+    out = None
+    for c, a in terms:
+        t = c * (a if wide == dtype else xp.astype(a, wide))
+        out = t if out is None else out + t
+    return out if wide == dtype else xp.astype(out, dtype)
+
+
+def polar_factor(xp, x, plan):
+    """The polar factor of the wide-oriented ``x`` by the method of ``plan``.
+
+    ``plan`` is a :class:`~spectral_ops.PolarPlan`; this is the executor of
+    :func:`~spectral_ops.polar` and of the polar factors and signs inside
+    :func:`~spectral_ops.clip` and :func:`~spectral_ops.power`.
+    """
+    if plan.method == "polar_express":
+        return polar_express(xp, x, plan.coefficients, plan.eps)
+    if plan.method == "gram":
+        return gram_newton_schulz(xp, x, plan.coefficients, plan.eps, plan.restart_after)
+    if plan.method == "jordan":
+        return jordan(xp, x, plan.coefficients)
+    if plan.method == "qdwh":
+        return qdwh(xp, x, plan.qdwh_weights)
+    return svd_map(xp, x, functools.partial(_partial_polar_values, n=x.shape[-1]))
+
+
+def tight_start(xp, x, eps):
+    """Unit-Frobenius scaling, then the free Gram tightening (see :func:`~spectral_ops.polar`).
+
+    Returns ``(x, A, A2)`` with ``A = x x^T`` and ``A2 = A @ A`` for the scaled ``x``.
+    """
+    x = bb.unit_frobenius(xp, x)
+    a = fp.gram(xp, x)
+    a2 = a @ a
+    wide = bb.wide_dtype(xp, x.dtype)
+    s8 = xp.sqrt(xp.sum(xp.astype(a2, wide) ** 2, axis=(-2, -1), keepdims=True))
+    k = s8 ** 0.25 * (1.0 + eps)  # >= s_max, with a margin for round-off in A2
+    k = xp.where(k > 0, k, xp.ones_like(k))
+    kc = xp.astype(k, x.dtype)
+    k2 = xp.astype(k * k, x.dtype)
+    return x / kc, a / k2, a2 / (k2 * k2)
+
+
+def polar_express(xp, x, coefs, eps):
+    """Polar Express: the odd quintics ``coefs`` after the tight start."""
+    x, a, a2 = tight_start(xp, x, eps)
+    comb = functools.partial(lincomb, xp)
+    for t, (ca, cb, cc) in enumerate(coefs):
+        if t == 0:
+            poly = lincomb(xp, [(cb, a), (cc, a2)], x.dtype)  # A^2 is already formed
+            x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
+        else:
+            x = quintic_step(xp, x, (ca, cb, cc))
+    return x
+
+
+def quintic_step(xp, x, coefs):
+    """One odd-quintic step ``aX + (bA + cA^2) X`` with ``A = X X^T``, fused where possible."""
+    ca, cb, cc = coefs
+    comb = functools.partial(lincomb, xp)
+    a = fp.gram(xp, x)
+    poly = fp.matmul_acc(xp, a, a, a, beta=cb, alpha=cc, combine=comb)  # bA + cA^2
+    return fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)  # aX + (bA + cA^2) X
+
+
+def jordan(xp, x, coefs):
+    """Muon's quintic with torch.optim.Muon's arithmetic: Frobenius scaling, fixed steps."""
+    x = bb.unit_frobenius(xp, x)
+    for step in coefs:
+        x = quintic_step(xp, x, step)
+    return x
+
+
+@bb.in_wide_dtype
+def gram_newton_schulz(xp, x0, coefs, eps, restart_after=2):
+    r"""Polar Express steps run on R = X X^T, the last one on X itself.
+
+    With p(x) = x h(x^2), h = a + b y + c y^2, all but the last step iterate
+    R_{t+1} = H R H and Q_{t+1} = H Q with H = h(R), so that X_t = Q_t X_0
+    (all are polynomials in R_0 and commute in exact arithmetic); R is
+    re-symmetrised after each update. Then X = Q X_0 takes the last step
+    directly, as in :func:`polar_express`.
+
+    Round-off makes tiny eigenvalues of R slightly negative, and the iteration
+    multiplies a negative eigenvalue y by h(y)^2 (about 68 in the first step)
+    every step until it explodes. Restarting after step 2 (X_0 <- Q X_0,
+    R <- X_0 X_0^T, Q <- I) resets that error. The direct last step (our own
+    arrangement) is the near-identity, third-order polish of the schedule: it
+    removes the band error that R's round-off leaves in Q (float32, cond 1e4:
+    max |sigma - 1| 6.2e-5 -> 1.2e-5, Polar Express's own value) for two
+    m x n products instead of one m x m. In 16-bit dtypes R's error is still
+    too large (measured in bfloat16: output singular values up to 2.3 on a
+    512 x 512 Gaussian), so 16-bit inputs run in float32.
+    """
+    if len(coefs) == 1:
+        return polar_express(xp, x0, coefs, eps)
+    x0, r, r2 = tight_start(xp, x0, eps)
+    eye = bb.eye_like(xp, x0, x0.shape[-2])
+    q = None
+    gram_steps = len(coefs) - 1
+    for t, (ca, cb, cc) in enumerate(coefs[:gram_steps]):
+        if t == restart_after:
+            x0 = q @ x0
+            r = fp.gram(xp, x0)
+            q = None
+        if t > 0:
+            r2 = r @ r
+        h = lincomb(xp, [(ca, eye), (cb, r), (cc, r2)], x0.dtype)
+        q = h if q is None else h @ q
+        if t + 1 < gram_steps and t + 1 != restart_after:  # R is needed next step
+            r = h @ (r @ h)
+            r = 0.5 * (r + mT(xp, r))
+    return quintic_step(xp, q @ x0, coefs[-1])
+
+
+@bb.in_wide_dtype
+def qdwh(xp, x, weights):
+    """QDWH on the tall orientation ``Y = x^T`` (n x m, n >= m).
+
+    16-bit inputs run in float32: no library has a 16-bit QR or solve.
+    """
+    y = bb.unit_frobenius(xp, mT(xp, x))
+    m = y.shape[-1]
+    eye = bb.eye_like(xp, y, m)
+    for a, b, c in weights:
+        if c > 100.0:
+            # QR form: [sqrt(c) Y; I] = [Q1; Q2] R, Y <- (b/c) Y + (a - b/c)/sqrt(c) Q1 Q2^T
+            stacked = xp.concat(
+                [math.sqrt(c) * y, xp.broadcast_to(eye, y.shape[:-2] + (m, m))], axis=-2)
+            qf, _ = xp.linalg.qr(stacked)
+            q1, q2 = qf[..., : y.shape[-2], :], qf[..., y.shape[-2]:, :]
+            y = (b / c) * y + ((a - b / c) / math.sqrt(c)) * (q1 @ mT(xp, q2))
+        else:
+            # Cholesky form, via a symmetric positive definite solve:
+            # Y <- (b/c) Y + (a - b/c) Y (I + c Y^T Y)^{-1}
+            z = eye + c * (mT(xp, y) @ y)
+            yz = mT(xp, xp.linalg.solve(z, mT(xp, y)))
+            y = (b / c) * y + (a - b / c) * yz
+    return mT(xp, y)
+
+
+@bb.in_wide_dtype
+def svd_map(xp, x, values):
+    """``U f(s) V^T`` through the thin SVD, with ``f(c s) = values(xp, s, c)``.
+
+    The SVD runs on ``x / c`` with ``c`` the exact power of two of
+    :func:`~spectral_ops._backbone.power_of_two_scale` (shape ``(..., 1, 1)``),
+    so it holds from the smallest to the largest magnitude of the dtype;
+    ``values`` receives the singular values of ``x / c`` (``(..., k)``) and
+    ``c[..., 0]`` and returns ``f`` of the true ones. 16-bit inputs are
+    decomposed in float32: no library has a 16-bit SVD.
+    """
+    xs, c = bb.power_of_two_scale(xp, x)
+    u, s, vh = xp.linalg.svd(xs, full_matrices=False)
+    return (u * values(xp, s, c[..., 0])[..., None, :]) @ vh
+
+
+def _partial_polar_values(xp, s, c, n):
+    # partial polar convention: numerically zero singular values stay zero
+    rtol = n * bb.dtype_eps(xp, s.dtype)
+    return xp.astype(s > rtol * s[..., :1], s.dtype)
+
+
+def matpow(xp, w, k: int, eye):
+    """``w ** k`` for an integer ``k >= 0`` by repeated squaring."""
+    out, base = None, w
+    while k:
+        if k & 1:
+            out = base if out is None else out @ base
+        k >>= 1
+        if k:
+            base = base @ base
+    return eye if out is None else out
+
+
+def matpow_count(k: int) -> int:
+    """Products used by :func:`matpow` for ``k``."""
+    if k <= 1:
+        return 0
+    return (k.bit_length() - 1) + (bin(k).count("1") - 1)
+
+
+def inverse_root(xp, m0, r: int, steps: int, eye):
+    """Coupled Newton for ``m0^(-1/r)`` (eigenvalues of ``m0`` in (0, 1]).
+
+    ``Y <- Y W``, ``M <- W^r M`` with ``W = ((r + 1) I - M) / r`` (Guo and
+    Higham's coupled form, stable where the uncoupled one is not).
+    """
+    y, m = None, m0
+    for _ in range(steps):
+        w = ((r + 1.0) / r) * eye - (1.0 / r) * m
+        y = w if y is None else y @ w
+        m = matpow(xp, w, r, eye) @ m
+        m = 0.5 * (m + mT(xp, m))  # symmetric in exact arithmetic
+    return eye if y is None else y

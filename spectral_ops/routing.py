@@ -1,0 +1,467 @@
+"""Routing: which iteration runs, with which numbers, at what cost.
+
+Everything here is host-side arithmetic on shapes, dtypes and options: the
+default tolerances, the product and flop counts, the measured CPU crossovers,
+the ``auto`` rules, and the builders of the plans (:mod:`spectral_ops.plans`)
+that the maps execute. No array is touched except to ask where it lives.
+
+``auto`` routes by where the computation runs: the array's device, or, where
+that cannot be read (under ``jax.jit``, ``torch.compile`` fake tensors without
+a device, ...), its library's default device (:func:`~spectral_ops._backbone.on_accelerator`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from fractions import Fraction
+
+from . import _backbone as bb
+from .coefficients import (CUSHION, JORDAN_COEFFICIENTS, SAFETY, polar_express_coefficients,
+                           polar_express_schedule, schedule_error)
+from .kernels import matpow_count
+from .plans import ClipPlan, PolarPlan, PowerPlan
+
+__all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
+           "GRAM_MIN_SIDE_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
+           "plan_power", "count_polar", "newton_steps", "design_lower", "qdwh_schedule",
+           "resolve_power_eps"]
+
+POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd")
+CLIP_METHODS = ("auto", "polar", "newton", "svd")
+POWER_METHODS = ("auto", "newton", "svd")
+
+#: polar: default worst-case ``|sigma_out - 1|`` above the floor, per compute dtype.
+#: Tighter than round-off would be wasted steps.
+POLAR_TOL = {"float64": 1e-12, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
+#: clip: default relative error of each singular value above the polar floor.
+CLIP_TOL = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
+#: clip's sign iteration resolves ``|s - tau|`` down to ``lower * s_max`` and
+#: reaches ``tol`` above it (exact arithmetic), per wide dtype (docs/clip.md).
+SIGN_DESIGN = {"float64": (1e-8, 1e-12), "float32": (1e-4, 1e-4)}
+#: clip: the relative gap ``|s - tau| / tau`` from which the sign iteration resolves
+#: every singular value (the output's spectral norm then stays within
+#: ``tau (1 + SIGN_GAP)``); its design lower end is ``SIGN_GAP / ratio``.
+SIGN_GAP = 1e-3
+#: clip: the largest ``s_max / tau`` the matrix-product routes resolve, per wide
+#: dtype: round-off in ``H = B P^T`` is about ``eps s_max``, i.e. a relative
+#: ``eps * ratio`` at ``tau`` (1.2e-3 in float32 at 1e4).
+MAX_MATRIX_RATIO = {"float32": 1e4, "float64": 1e12}
+#: power: default relative floor per compute dtype (float64 needs 1e-5 s_max).
+POWER_FLOOR = {"float64": 1e-5, "float32": 1e-3, "float16": 1e-2, "bfloat16": 1e-2}
+#: power: target of the coupled Newton iteration (exact arithmetic), per wide dtype.
+POWER_TOL = {"float64": 1e-13, "float32": 1e-5}
+#: power: the largest denominator ``b`` of ``p = a/b`` the matrix-product route
+#: takes (an inverse ``b``-th or ``2b``-th root): its error grows with ``b``
+#: (float32, cond 1e3: 1.7e-4 at 1/16, 7e-3 at 1/1000), so ``auto`` takes the
+#: SVD beyond it and ``method="newton"`` refuses it.
+MAX_NEWTON_DENOMINATOR = 16
+#: power: default ridge for ``p < 0``, relative to ``||B||_F``.
+NEGATIVE_POWER_EPS = 1e-3
+
+#: ``auto`` takes Gram Newton-Schulz where its products cost at most this
+#: fraction of Polar Express's flops (aspect ratio about 2.6 and up at 7 steps).
+GRAM_FLOP_RATIO = 0.8
+#: On accelerators, only from this short side up: below it, kernel launches
+#: rather than flops set the time, and Gram Newton-Schulz launches more kernels.
+GRAM_MIN_SIDE_ACCELERATOR = 1024
+#: Gram Newton-Schulz restarts its recurrence after this step.
+GRAM_RESTART_AFTER = 2
+
+
+def default_polar_tol(dtype_name: str) -> float:
+    """polar's default ``tol`` for a compute dtype name."""
+    return POLAR_TOL[dtype_name]
+
+
+# --- option checks ---------------------------------------------------------------
+
+def is_real(value) -> bool:
+    """A real Python or NumPy scalar (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_method_steps_tol(methods, method, steps, tol):
+    """The option checks that polar and clip share."""
+    if method not in methods:
+        raise ValueError(f"method must be one of {methods}; got {method!r}.")
+    if steps is not None and (isinstance(steps, bool) or not is_real(steps)
+                              or not math.isfinite(steps) or int(steps) != steps or steps < 1):
+        raise ValueError(f"steps must be a positive integer or None; got {steps!r}.")
+    if steps is not None and method == "svd":
+        raise ValueError("steps does not apply to method='svd'; leave it as None.")
+    if tol is not None and not (is_real(tol) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
+
+
+def check_floor(floor, what: str):
+    if not (is_real(floor) and 0 < floor < 1):
+        raise ValueError(f"floor must be a number in (0, 1), {what}; got {floor!r}.")
+
+
+# --- counts ----------------------------------------------------------------------
+
+def count_polar(method: str, m: int, n: int, steps: int) -> tuple[int, float]:
+    """Matrix products and their flops per matrix for an m x n (m <= n) input."""
+    mmn, mmm = 2.0 * m * m * n, 2.0 * m * m * m
+    if method in ("polar_express", "jordan"):
+        return 3 * steps, steps * (2 * mmn + mmm)
+    if method == "gram":
+        if steps == 1:  # a single step runs as Polar Express
+            return count_polar("polar_express", m, n, 1)
+        return _gram_count(steps, GRAM_RESTART_AFTER, mmn, mmm)
+    if method == "qdwh":
+        # one product a step: Q1 Q2^T (QR form) or Y^T Y (solve form); QR and
+        # solves are not counted
+        return steps, steps * mmn
+    return svd_count(m, n)
+
+
+def svd_count(m: int, n: int) -> tuple[int, float]:
+    """The SVD routes' one product, ``(U f(s)) V^T``; the SVD itself is not counted."""
+    return (1, 2.0 * m * m * n) if m else (0, 0.0)
+
+
+def _gram_count(steps, restart_after, mmn, mmm):
+    """Products and flops of :func:`~spectral_ops.kernels.gram_newton_schulz` (``steps >= 2``)."""
+    kinds = ["mmn", "mmm"]  # R_0 = X X^T and R_0^2 in the tight start
+    gram_steps = steps - 1
+    for t in range(gram_steps):
+        if t == restart_after:
+            kinds += ["mmn", "mmn"]  # X_0 <- Q X_0, R <- X_0 X_0^T
+        if t > 0:
+            kinds += ["mmm"]  # R^2
+        if t > 0 and t != restart_after:
+            kinds += ["mmm"]  # H Q
+        if t + 1 < gram_steps and t + 1 != restart_after:
+            kinds += ["mmm", "mmm"]  # H R H
+    kinds += ["mmn", "mmn", "mmm", "mmn"]  # X = Q X_0, then the direct step
+    return len(kinds), sum(mmn if k == "mmn" else mmm for k in kinds)
+
+
+def newton_steps(mu_min: float, r: int, tol: float, max_steps: int = 60) -> int:
+    """Coupled Newton steps for the inverse ``r``-th root that bring every
+    eigenvalue of ``M`` in ``[mu_min, 1]`` to within ``tol`` of 1.
+
+    The scalar map :math:`\\mu \\mapsto \\mu((r + 1 - \\mu)/r)^r` is increasing on
+    (0, 1] with fixed point 1, so the smallest start converges last.
+    """
+    mu, k = mu_min, 0
+    while 1.0 - mu > tol and k < max_steps:
+        mu = mu * ((r + 1.0 - mu) / r) ** r
+        k += 1
+    return k
+
+
+# --- design numbers --------------------------------------------------------------
+
+def design_lower(floor: float, m: int, dtype_eps: float) -> float:
+    """The design lower end of the normalised spectrum for a relative ``floor``.
+
+    After the Gram-based rescaling the largest singular value is at least
+    ``s_max / (m^(1/8) (1 + eps))`` of the scale (see ``tight_start``), so a
+    singular value ``floor * s_max`` lands at or above this.
+    """
+    return floor / (max(m, 1) ** 0.125 * (1.0 + dtype_eps))
+
+
+def qdwh_schedule(lower: float, eps: float):
+    """Host-side weights (a, b, c) of QDWH, iterated until the lower bound is ~1."""
+    weights, l = [], lower
+    while 1.0 - l > eps and len(weights) < 20:
+        l2 = l * l
+        dd = (4.0 * (1.0 - l2) / (l2 * l2)) ** (1.0 / 3.0)
+        sqd = math.sqrt(1.0 + dd)
+        a = sqd + 0.5 * math.sqrt(8.0 - 4.0 * dd + 8.0 * (2.0 - l2) / (l2 * sqd))
+        b = (a - 1.0) ** 2 / 4.0
+        c = a + b - 1.0
+        weights.append((a, b, c))
+        l = min(1.0, l * (a + b * l2) / (1.0 + c * l2))
+    return weights
+
+
+def _qdwh_weights(eps: float, steps: int | None):
+    """QDWH weights from the lower bound ``eps``; past convergence Halley's (3, 1, 3)."""
+    w = qdwh_schedule(eps, eps)
+    steps = len(w) if steps is None else steps
+    return tuple((w + [(3.0, 1.0, 3.0)] * steps)[:steps])
+
+
+# --- crossovers ------------------------------------------------------------------
+
+def numpy_backed(xp) -> bool:
+    """NumPy itself or array-api-strict (a wrapper around NumPy)."""
+    import array_api_compat as aac
+
+    if aac.is_numpy_namespace(xp):
+        return True
+    return "array_api_strict" in getattr(xp, "__name__", "")
+
+
+def cpu_prefers_svd(xp, dtype, shape) -> bool:
+    """Whether LAPACK's SVD beats Polar Express on a CPU, from measured crossovers.
+
+    Measured on a 2-core x86-64 CPU (ratios of SVD time to Polar Express time, see
+    docs/polar.md, "auto on CPUs"): float64 SVD is within 0.5x-1.4x of the 8-step
+    iteration everywhere and exact, so it wins; NumPy's float32 SVD is 1.8x-4x slower
+    than the 7-step iteration once the short side reaches 64; torch's and JAX's
+    float32 SVD win on single matrices up to 2048 x 2048 (0.5x-0.9x) except wide
+    ones from 1024 x 4096 up, and lose on stacks of 16 or more (1.5x-2.2x),
+    where the SVD runs matrix by matrix.
+    """
+    m, n = sorted(shape[-2:])
+    batch = math.prod(shape[:-2])
+    if dtype == xp.float64:
+        return True
+    if numpy_backed(xp):
+        return m < 64 and batch < 16
+    return batch < 16 and not (m >= 1024 and n >= 4 * m)
+
+
+def cpu_clip_prefers_svd(xp, dtype, shape) -> bool:
+    """Measured on a 2-core x86-64 CPU (docs/clip.md): the matrix route wins only
+    with NumPy float32 at aspect ratio 4 or more (1.1x-2.2x faster); square inputs
+    and torch favour the SVD (0.3x-0.8x). power costs about as many products and
+    follows the same rule (docs/power.md)."""
+    m, n = sorted(shape[-2:])
+    if cpu_prefers_svd(xp, dtype, shape):
+        return True
+    return not (numpy_backed(xp) and n >= 4 * m and m >= 128)
+
+
+def gram_pays(xp, dtype, m, n, steps, accelerator) -> bool:
+    """Whether Gram Newton-Schulz beats Polar Express for an m x n (m <= n) input.
+
+    Same polynomials, same band error (its last step runs on X); fewer flops
+    when n >> m. Measured on a 2-core CPU (float32, NumPy and torch), its time
+    relative to Polar Express follows the flop ratio plus 0.03-0.08: 0.93-0.96
+    at aspect 2 (flop ratio 0.89), 0.73-0.77 at aspect 3 (0.76), 0.65-0.75 at
+    aspect 4 (0.68). 16-bit inputs are excluded: its recurrence runs in float32.
+    """
+    if bb.is_16bit(xp, dtype) or steps < 2:
+        return False
+    if accelerator and m < GRAM_MIN_SIDE_ACCELERATOR:
+        return False
+    gram = count_polar("gram", m, n, steps)[1]
+    return gram <= GRAM_FLOP_RATIO * count_polar("polar_express", m, n, steps)[1]
+
+
+def exact_route_below(xp, dtype, eps) -> float:
+    """``tol`` under which ``auto`` leaves the matrix-product iterations.
+
+    32/64-bit: ``10 eps`` (round-off). 16-bit: the dtype's default ``tol`` (2e-2
+    bfloat16, 1e-2 float16), which is what a 16-bit Polar Express reaches;
+    ``10 eps`` (7.8e-2 in bfloat16) would send every default call to QDWH.
+    """
+    return POLAR_TOL[bb.dtype_name(xp, dtype)] if bb.is_16bit(xp, dtype) else 10 * eps
+
+
+# --- plans -----------------------------------------------------------------------
+
+def _quintic_plan(method, m, n, steps, tol, floor, eps, lower=None) -> PolarPlan:
+    """Polar Express or Gram Newton-Schulz: ``steps`` (None: the fewest that reach
+    ``tol``) quintics designed for the relative ``floor`` (or the normalised
+    ``lower`` end, where given)."""
+    lower = design_lower(floor, m, eps) if lower is None else lower
+    if steps is None:
+        coefs, bound = polar_express_schedule(lower, tol)
+    else:
+        coefs = polar_express_coefficients(steps, lower)
+        bound = schedule_error(lower, steps)
+    k, f = count_polar(method, m, n, len(coefs))
+    return PolarPlan(method, len(coefs), k, f, bound, lower, floor=floor,
+                     coefficients=tuple(coefs),
+                     restart_after=GRAM_RESTART_AFTER if method == "gram" else None, eps=eps)
+
+
+def _qdwh_plan(m, n, steps, floor, eps) -> PolarPlan:
+    weights = _qdwh_weights(eps, steps)
+    k, f = count_polar("qdwh", m, n, len(weights))
+    return PolarPlan("qdwh", len(weights), k, f, None, None, floor=floor, qdwh_weights=weights,
+                     eps=eps)
+
+
+def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) -> PolarPlan:
+    """The :class:`~spectral_ops.PolarPlan` of ``polar(B)`` computed in ``dtype``."""
+    check_method_steps_tol(POLAR_METHODS, method, steps, tol)
+    check_floor(floor, "the relative singular value above which the accuracy target holds")
+    steps = None if steps is None else int(steps)
+    m, n = sorted(B.shape[-2:])
+    eps = bb.dtype_eps(xp, dtype)
+    tol = POLAR_TOL[bb.dtype_name(xp, dtype)] if tol is None else float(tol)
+    floor = float(floor)
+    auto = method == "auto"
+    if auto:
+        accelerator = bb.on_accelerator(B)
+        if m == 0:
+            method = "svd"
+        elif tol < exact_route_below(xp, dtype, eps):
+            method = "qdwh" if accelerator or bb.is_differentiated(B) else "svd"
+        elif not accelerator and cpu_prefers_svd(xp, dtype, B.shape) \
+                and not bb.is_differentiated(B):
+            method = "svd"
+        else:
+            method = "polar_express"  # or "gram", decided once the step count is known
+    if method in ("polar_express", "gram"):
+        plan = _quintic_plan(method, m, n, steps, tol, floor, eps)
+        if auto and gram_pays(xp, dtype, m, n, plan.steps, bb.on_accelerator(B)):
+            plan = _quintic_plan("gram", m, n, plan.steps, tol, floor, eps)
+        return plan
+    if method == "jordan":
+        nsteps = 5 if steps is None else steps
+        k, f = count_polar(method, m, n, nsteps)
+        return PolarPlan(method, nsteps, k, f, None, None, floor=floor,
+                         coefficients=(JORDAN_COEFFICIENTS,) * nsteps, eps=eps)
+    if method == "qdwh":
+        # 16-bit QDWH runs in float32
+        return _qdwh_plan(m, n, steps, floor, bb.dtype_eps(xp, bb.wide_dtype(xp, dtype)))
+    return PolarPlan("svd", 0, *svd_count(m, n), None, None, floor=floor, eps=eps)
+
+
+def _wide_polar_plan(xp, dtype, m, n, steps, floor, tol, accelerator) -> PolarPlan:
+    """The polar factor inside clip and power: Polar Express, or Gram Newton-Schulz
+    where the aspect ratio pays, in the wide dtype."""
+    wide = bb.wide_dtype(xp, dtype)
+    eps = bb.dtype_eps(xp, wide)
+    plan = _quintic_plan("polar_express", m, n, steps, tol, floor, eps)
+    if gram_pays(xp, wide, m, n, plan.steps, accelerator):
+        plan = _quintic_plan("gram", m, n, plan.steps, tol, floor, eps)
+    return plan
+
+
+def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
+              eps=None, ratio=None) -> ClipPlan:
+    """The :class:`~spectral_ops.ClipPlan` of ``clip(B, tau)`` computed in ``dtype``.
+
+    ``ratio`` is a bound on ``s_max / tau`` known on the host (``||B||_F / tau``
+    where ``B`` can be read without a device synchronisation; None: ``1 / floor``,
+    the ratio ``floor`` was chosen for). The designs follow it: the polar factor
+    resolves every singular value above ``tau`` (floor ``1 / (2 ratio)``), and
+    the sign iteration every ``|s - tau| >= 1e-3 tau``, so that no singular value
+    above ``tau`` comes out above ``tau (1 + 1e-3)`` from an unresolved sign;
+    the step counts grow with ``log(ratio)``. Beyond ``MAX_MATRIX_RATIO`` of the
+    wide dtype the matrix-product routes cannot resolve ``tau`` against
+    ``s_max`` in that precision, and ``auto`` takes the SVD (CPU) or QDWH.
+    """
+    check_method_steps_tol(CLIP_METHODS, method, steps, tol)
+    check_floor(floor, "singular values above tau and above floor * s_max are cut to tau "
+                       "accurately")
+    if eps is not None and not (is_real(eps) and 0 < eps < 1):
+        raise ValueError(
+            f"eps must be None (no smoothing) or a number in (0, 1), the smoothing width "
+            f"as a fraction of tau; got {eps!r}.")
+    steps = None if steps is None else int(steps)
+    eps = None if eps is None else float(eps)
+    m, n = sorted(B.shape[-2:])
+    wide = bb.wide_dtype(xp, dtype)  # clip runs in float32 or better
+    wide_name = bb.dtype_name(xp, wide)
+    weps = bb.dtype_eps(xp, wide)
+    tol = CLIP_TOL[bb.dtype_name(xp, dtype)] if tol is None else float(tol)
+    accelerator = bb.on_accelerator(B)
+    floor = float(floor)
+    ratio = 1.0 / floor if ratio is None or not math.isfinite(ratio) else max(float(ratio), 1.0)
+    if method == "auto":
+        if m == 0:
+            method = "svd"
+        elif ratio > MAX_MATRIX_RATIO[wide_name]:
+            method = "newton" if accelerator or bb.is_differentiated(B) else "svd"
+        elif tol < 10 * weps:
+            method = "newton" if accelerator or bb.is_differentiated(B) else "svd"
+        elif not accelerator and cpu_clip_prefers_svd(xp, dtype, B.shape) \
+                and not bb.is_differentiated(B):
+            method = "svd"
+        else:
+            method = "polar"
+    mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
+    # H = B P^T and the last product; then the projector refinement (2 m x m) or,
+    # with eps, the second block's product with P (m x n)
+    k_end, f_end = (4, 2 * mmn + 2 * mmm) if eps is None else (3, 3 * mmn)
+    sign_cols = 2 * m if eps is not None else m
+    if method == "polar":
+        # P runs in the wide dtype, to that dtype's default accuracy at least
+        ptol = min(tol, POLAR_TOL[wide_name])
+        polar = _wide_polar_plan(xp, dtype, m, n, steps, min(floor, 0.5 / ratio), ptol,
+                                 accelerator)
+        sign_lower, sign_tol = SIGN_DESIGN[wide_name]
+        sign_lower = min(sign_lower, SIGN_GAP / ratio)
+        # with eps the stacked [H - tau I, eps tau I] has no singular value below
+        # eps tau, so the same design resolves it wherever eps tau >= lower s_max
+        sign = _quintic_plan("polar_express", m, sign_cols, steps, sign_tol, sign_lower, weps,
+                             lower=design_lower(sign_lower, m, 0.0))
+    elif method == "newton":
+        polar = _qdwh_plan(m, n, steps, floor, weps)
+        sign = _qdwh_plan(m, sign_cols, steps, floor, weps)
+    else:
+        return ClipPlan("svd", 0, 0, *svd_count(m, n), eps=eps)
+    return ClipPlan(method, polar.steps, sign.steps, polar.matmuls + sign.matmuls + k_end,
+                    polar.flops + sign.flops + f_end,
+                    polar.method if method == "polar" else None, polar=polar, sign=sign, eps=eps)
+
+
+def resolve_power_eps(q: Fraction, eps):
+    """The ridge of ``power``: ``eps``, or the default for ``p < 0`` (mandatory there)."""
+    if eps is None:
+        return NEGATIVE_POWER_EPS if q < 0 else None
+    if not (is_real(eps) and 0 < eps < 1):
+        raise ValueError(
+            f"eps must be None or a number in (0, 1), the ridge relative to ||B||_F; got {eps!r}.")
+    return float(eps)
+
+
+def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -> PowerPlan:
+    """The :class:`~spectral_ops.PowerPlan` of ``power(B, q)`` computed in ``dtype``."""
+    if method not in POWER_METHODS:
+        raise ValueError(f"method must be one of {POWER_METHODS}; got {method!r}.")
+    if floor is not None:
+        check_floor(floor, "or None: singular values at or above floor * s_max reach the "
+                           "accuracy target")
+    eps = resolve_power_eps(q, eps)
+    m, n = sorted(B.shape[-2:])
+    if q == 1 and eps is None:
+        return PowerPlan("identity", q, "identity", 0, 0, 0, 0, 0.0, floor=floor)
+    if q == 0 and eps is None:
+        # the partial polar factor, with polar's own routing and floor
+        polar_method = {"auto": "auto", "svd": "svd"}.get(method, "polar_express")
+        polar = plan_polar(xp, B, dtype, polar_method, None, 1e-3 if floor is None else floor)
+        return PowerPlan("polar", q, "polar", polar.steps, 0, 0, polar.matmuls, polar.flops,
+                         polar.method, polar=polar, floor=polar.floor)
+    if method == "auto":
+        # like clip, power costs about 2-3 polar iterations: the same crossovers
+        if m == 0 or q.denominator > MAX_NEWTON_DENOMINATOR or (
+                not bb.on_accelerator(B) and cpu_clip_prefers_svd(xp, dtype, B.shape)
+                and not bb.is_differentiated(B)):
+            method = "svd"
+        else:
+            method = "newton"
+    if method == "newton" and q.denominator > MAX_NEWTON_DENOMINATOR:
+        raise ValueError(
+            f"method='newton' takes exponents p = a/b with b <= {MAX_NEWTON_DENOMINATOR}; got "
+            f"p = {q}. Round p (e.g. power(B, p, max_denominator={MAX_NEWTON_DENOMINATOR}) for a "
+            f"float, or Fraction(p).limit_denominator({MAX_NEWTON_DENOMINATOR})) or use "
+            f"method='svd'.")
+    if method == "svd":
+        return PowerPlan("svd", q, "svd", 0, 0, 0, *svd_count(m, n), eps=eps, floor=floor)
+    wide = bb.wide_dtype(xp, dtype)  # power runs in float32 or better
+    wide_name = bb.dtype_name(xp, wide)
+    floor = POWER_FLOOR[bb.dtype_name(xp, dtype)] if floor is None else float(floor)
+    tol = POWER_TOL[wide_name]
+    a, b = q.numerator, q.denominator
+    mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
+    if eps is None:
+        r = b
+        # H = B P^T inherits P's relative error: polar's own default tol suffices
+        polar = _wide_polar_plan(xp, dtype, m, n, None, floor, POLAR_TOL[wide_name],
+                                 bb.on_accelerator(B))
+        ns = newton_steps(floor / max(m, 1) ** 0.25, r, tol)
+        newton = max((2 + matpow_count(r)) * ns - 1, 0)  # Y W (not in step 1), W^r, W^r M
+        # H, H^2 (the scale), Newton, Y^(b - a), (H/c) Y^(b-a), and the product with P
+        k = polar.matmuls + 2 + newton + matpow_count(b - a) + 2
+        f = polar.flops + mmn + mmm + (newton + matpow_count(b - a) + 1) * mmm + mmn
+        return PowerPlan("newton", q, "polar-root", polar.steps, ns, r, k, f, polar.method,
+                         polar=polar, floor=floor)
+    r = 2 * b
+    ns = newton_steps(eps * eps / (1.0 + eps * eps), r, tol)
+    newton = max((2 + matpow_count(r)) * ns - 1, 0)
+    k = 1 + newton + matpow_count(b - a) + 1
+    f = mmn + (newton + matpow_count(b - a)) * mmm + mmn
+    return PowerPlan("newton", q, "gram-ridge", 0, ns, r, k, f, eps=eps, floor=floor)
