@@ -14,6 +14,18 @@ from typing import Callable
 import numpy as np
 import pytest
 
+if importlib.util.find_spec("hypothesis") is not None:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    # "ci": bounded, for the README's test command; "long": HYPOTHESIS_PROFILE=long
+    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("long", max_examples=750, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 _HAS = {name: importlib.util.find_spec(name) is not None
         for name in ("torch", "jax", "cupy", "array_api_strict")}
 
