@@ -193,6 +193,19 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def has_float64(xp, x) -> bool:
+    """Whether ``x``'s library computes in float64 where ``x`` lives (not JAX
+    without ``jax_enable_x64``, not Apple's MPS)."""
+    if array_api_compat.is_jax_array(x):
+        import jax  # already imported: x is one of its arrays
+
+        return bool(jax.config.jax_enable_x64)
+    try:
+        return "mps" not in str(array_api_compat.device(x)).lower()
+    except Exception:
+        return True
+
+
 def is_differentiated(x) -> bool:
     """Whether autodiff is recording through ``x`` (torch ``requires_grad``, JAX's
     forward/linearize tracers). ``auto`` then avoids the SVD routes, whose

@@ -232,8 +232,12 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     t = _tau_array(xp, tau, prep.x)
     prep = bb.invalidate(prep, (t > 0) & xp.isfinite(t))  # a traced or device tau
     if plan.method == "svd":
+        x = prep.x
+        if plan.polish_dtype is not None and bb.has_float64(xp, x):
+            x, t = xp.astype(x, xp.float64), xp.astype(t, xp.float64)
         # f(c s) = c min(s, tau / c): the SVD runs on the prescaled input
-        y = svd_map(xp, prep.x, lambda xp_, s, c: c * _smooth_min(xp_, s, t[..., 0] / c, plan.eps))
+        y = svd_map(xp, x, lambda xp_, s, c: c * _smooth_min(xp_, s, t[..., 0] / c, plan.eps))
+        y = xp.astype(y, prep.x.dtype)
     else:
         y = _identity_clip(xp, prep.x, t, plan)
     return bb.finish(y, prep)
@@ -291,8 +295,21 @@ def _clip_identity(xp, x, t, plan):
     h = x @ mT(xp, pw)
     eye = bb.eye_like(xp, h, m)
     shifted = 0.5 * (h + mT(xp, h)) - t * eye
-    if plan.eps is None:
-        sign = polar_factor(xp, shifted, plan.sign)
+    if plan.eps is not None:  # the smooth clip's sign: of [H - tau I, eps tau I]
+        shifted = xp.concat([shifted, xp.broadcast_to(plan.eps * t * eye, shifted.shape)],
+                            axis=-1)
+    sign = polar_factor(xp, shifted, plan.sign)
+    out_dtype = x.dtype
+    if plan.polish_dtype is not None and bb.has_float64(xp, x):
+        # the rest carries round-off eps * s_max: in float64 (see ClipPlan.polish_dtype)
+        x, pw, t, sign, eye = (xp.astype(a, xp.float64) for a in (x, pw, t, sign, eye))
+    return xp.astype(_assemble(xp, x, pw, t, sign, eye, plan.eps), out_dtype)
+
+
+def _assemble(xp, x, pw, t, sign, eye, eps):
+    """The clip from ``P``, ``tau`` and the sign (of ``[H - tau I, eps tau I]`` with ``eps``)."""
+    m = x.shape[-2]
+    if eps is None:
         # projector onto the directions below tau, Pi = (I - Sigma) / 2, refined by
         # one cubic step Pi <- Pi^2 (3 I - 2 Pi) (Newton-Schulz on the sign, written
         # in Pi): an error d of the sign becomes 3 d^2 / 4, and round-off is now
@@ -303,11 +320,9 @@ def _clip_identity(xp, x, t, plan):
         proj2 = proj @ proj
         proj = 3.0 * proj2 - 2.0 * (proj2 @ proj)
         return t * pw + proj @ (x - t * pw)
-    # polar factor of the stack [H - tau I, eps tau I] (wide): [Q1, Q2] with
-    # Q1 = M (M^2 + e^2)^(-1/2) and Q2 = e (M^2 + e^2)^(-1/2); then
+    # the sign is the polar factor of the stack [H - tau I, eps tau I] (wide):
+    # [Q1, Q2] with Q1 = M (M^2 + e^2)^(-1/2) and Q2 = e (M^2 + e^2)^(-1/2); then
     # 2 clip = B + tau P - sqrt(M^2 + e^2 tau^2) P with sqrt(...) = M Q1 + e tau Q2,
     # and M P = B - tau P on the row space
-    stacked = xp.concat([shifted, xp.broadcast_to(plan.eps * t * eye, shifted.shape)], axis=-1)
-    q = polar_factor(xp, stacked, plan.sign)
-    sign, extra = q[..., :m], q[..., m:]
-    return 0.5 * (x + t * pw - sign @ (x - t * pw) - (plan.eps * t) * (extra @ pw))
+    q1, q2 = sign[..., :m], sign[..., m:]
+    return 0.5 * (x + t * pw - q1 @ (x - t * pw) - (eps * t) * (q2 @ pw))

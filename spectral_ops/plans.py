@@ -33,7 +33,8 @@ class PolarPlan:
     steps : int
         Iterations (0 for ``"svd"``).
     matmuls : int
-        Matrix products per matrix (QR, solves and SVDs not included).
+        Matrix products per matrix (QR, solves and SVDs not included; the SVD
+        routes' one reconstruction product is).
     flops : float
         Flops of those products per matrix (``2 m n k`` each).
     error_bound : float or None
@@ -85,13 +86,14 @@ class ClipPlan:
     sign_steps : int
         Iterations of the sign of ``H - tau I`` (0 for ``"svd"``).
     matmuls : int
-        Matrix products per matrix (QR, solves and SVDs not included).
+        Matrix products per matrix (QR, solves and SVDs not included; the SVD
+        routes' one reconstruction product is).
     flops : float
         Flops of those products per matrix.
     polar_iteration : str or None
         For ``"polar"``: the iteration of the polar factor, ``"polar_express"``
-        or, where the aspect ratio pays (as in :func:`~spectral_ops.polar_plan`),
-        ``"gram"``.
+        (Gram Newton-Schulz's ``P`` costs clip accuracy on nearly low-rank
+        inputs; see :mod:`spectral_ops.routing`).
     polar : PolarPlan or None
         The plan of the polar factor ``P`` (run in float32 or better).
     sign : PolarPlan or None
@@ -99,6 +101,11 @@ class ClipPlan:
         ``[H - tau I, eps tau I]`` with smoothing).
     eps : float or None
         Smoothing width as a fraction of ``tau`` (None: the hard clip).
+    polish_dtype : str or None
+        ``"float64"`` where the projector refinement and the last product (the
+        ``"svd"`` route: the whole SVD) run in float64: float32 inputs with a
+        large ``s_max / tau`` (see :func:`~spectral_ops.routing.plan_clip`);
+        None: the wide compute dtype.
     """
 
     method: str
@@ -110,6 +117,7 @@ class ClipPlan:
     polar: PolarPlan | None = field(default=None, repr=False)
     sign: PolarPlan | None = field(default=None, repr=False)
     eps: float | None = None
+    polish_dtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,8 +145,8 @@ class PowerPlan:
     flops : float
         Their flops per matrix.
     polar_iteration : str or None
-        For ``"polar-root"``: the iteration of the polar factor,
-        ``"polar_express"`` or ``"gram"``.
+        For ``"polar-root"``: the iteration of the polar factor
+        (``"polar_express"``); for ``p = 0``: the polar method that runs.
     polar : PolarPlan or None
         The nested plan of the polar factor (``"polar-root"``; for ``p = 0``
         the whole computation).

@@ -47,6 +47,10 @@ SIGN_GAP = 1e-3
 #: dtype: round-off in ``H = B P^T`` is about ``eps s_max``, i.e. a relative
 #: ``eps * ratio`` at ``tau`` (1.2e-3 in float32 at 1e4).
 MAX_MATRIX_RATIO = {"float32": 1e4, "float64": 1e12}
+#: clip: where ``eps * ratio`` exceeds this, the projector refinement and the last
+#: product of a float32 clip run in float64 (3 of its products; where the
+#: library has float64).
+POLISH_ABOVE = 1e-5
 #: power: default relative floor per compute dtype (float64 needs 1e-5 s_max).
 POWER_FLOOR = {"float64": 1e-5, "float32": 1e-3, "float16": 1e-2, "bfloat16": 1e-2}
 #: power: target of the coupled Newton iteration (exact arithmetic), per wide dtype.
@@ -65,6 +69,9 @@ GRAM_FLOP_RATIO = 0.8
 #: On accelerators, only from this short side up: below it, kernel launches
 #: rather than flops set the time, and Gram Newton-Schulz launches more kernels.
 GRAM_MIN_SIDE_ACCELERATOR = 1024
+#: Gram Newton-Schulz resolves singular values down to about ``sqrt(eps) s_max``:
+#: ``auto`` takes it only for floors at least this, per compute dtype.
+GRAM_MIN_FLOOR = {"float32": 1e-3, "float64": 1e-7, "float16": 1.0, "bfloat16": 1.0}
 #: Gram Newton-Schulz restarts its recurrence after this step.
 GRAM_RESTART_AFTER = 2
 
@@ -229,7 +236,7 @@ def cpu_clip_prefers_svd(xp, dtype, shape) -> bool:
     return not (numpy_backed(xp) and n >= 4 * m and m >= 128)
 
 
-def gram_pays(xp, dtype, m, n, steps, accelerator) -> bool:
+def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3) -> bool:
     """Whether Gram Newton-Schulz beats Polar Express for an m x n (m <= n) input.
 
     Same polynomials, same band error (its last step runs on X); fewer flops
@@ -237,8 +244,13 @@ def gram_pays(xp, dtype, m, n, steps, accelerator) -> bool:
     relative to Polar Express follows the flop ratio plus 0.03-0.08: 0.93-0.96
     at aspect 2 (flop ratio 0.89), 0.73-0.77 at aspect 3 (0.76), 0.65-0.75 at
     aspect 4 (0.68). 16-bit inputs are excluded: its recurrence runs in float32.
+    Floors below ``GRAM_MIN_FLOOR`` are excluded too: ``R = X X^T`` holds a
+    singular value ``s`` as ``s^2``, so round-off ``eps`` in ``R`` loses those
+    below ``sqrt(eps) s_max`` (measured on a real 384 x 1536 gradient, clip at
+    ``s_max / tau = 2.7e3``: relative error 1.5e-2 through Gram, 8e-4 through
+    Polar Express).
     """
-    if bb.is_16bit(xp, dtype) or steps < 2:
+    if bb.is_16bit(xp, dtype) or steps < 2 or floor < GRAM_MIN_FLOOR[bb.dtype_name(xp, dtype)]:
         return False
     if accelerator and m < GRAM_MIN_SIDE_ACCELERATOR:
         return False
@@ -302,9 +314,14 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
             method = "svd"
         else:
             method = "polar_express"  # or "gram", decided once the step count is known
+    if method == "gram" and floor < GRAM_MIN_FLOOR[bb.dtype_name(xp, dtype)]:
+        raise ValueError(
+            f"method='gram' resolves singular values down to about sqrt(eps) s_max: floor >= "
+            f"{GRAM_MIN_FLOOR[bb.dtype_name(xp, dtype)]:g} in {bb.dtype_name(xp, dtype)}; got "
+            f"floor={floor!r}. Use method='polar_express' (or 'auto') for smaller floors.")
     if method in ("polar_express", "gram"):
         plan = _quintic_plan(method, m, n, steps, tol, floor, eps)
-        if auto and gram_pays(xp, dtype, m, n, plan.steps, bb.on_accelerator(B)):
+        if auto and gram_pays(xp, dtype, m, n, plan.steps, bb.on_accelerator(B), floor):
             plan = _quintic_plan("gram", m, n, plan.steps, tol, floor, eps)
         return plan
     if method == "jordan":
@@ -318,15 +335,16 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
     return PolarPlan("svd", 0, *svd_count(m, n), None, None, floor=floor, eps=eps)
 
 
-def _wide_polar_plan(xp, dtype, m, n, steps, floor, tol, accelerator) -> PolarPlan:
-    """The polar factor inside clip and power: Polar Express, or Gram Newton-Schulz
-    where the aspect ratio pays, in the wide dtype."""
-    wide = bb.wide_dtype(xp, dtype)
-    eps = bb.dtype_eps(xp, wide)
-    plan = _quintic_plan("polar_express", m, n, steps, tol, floor, eps)
-    if gram_pays(xp, wide, m, n, plan.steps, accelerator):
-        plan = _quintic_plan("gram", m, n, plan.steps, tol, floor, eps)
-    return plan
+def _wide_polar_plan(xp, dtype, m, n, steps, floor, tol) -> PolarPlan:
+    """The polar factor inside clip and power: Polar Express in the wide dtype.
+
+    Not Gram Newton-Schulz: its ``P`` is as accurate on the band, but clip and
+    power multiply ``P``'s error outside it back in (measured on a real
+    384 x 1536 gradient, clip at ``tau`` = the 0.9 quantile: relative error
+    4.4e-4 through Gram, 3.7e-5 through Polar Express, target 1e-4).
+    """
+    eps = bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
+    return _quintic_plan("polar_express", m, n, steps, tol, floor, eps)
 
 
 def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
@@ -372,6 +390,10 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
             method = "svd"
         else:
             method = "polar"
+    # float32 round-off near tau is eps s_max, i.e. eps * ratio relative to tau
+    # (float32, ratio 5.4e3: output norm 1.0023 tau): the parts that carry it run
+    # in float64 where the ratio calls for it, the SVD route entirely
+    polish = "float64" if wide_name == "float32" and weps * ratio > POLISH_ABOVE else None
     mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
     # H = B P^T and the last product; then the projector refinement (2 m x m) or,
     # with eps, the second block's product with P (m x n)
@@ -380,8 +402,7 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     if method == "polar":
         # P runs in the wide dtype, to that dtype's default accuracy at least
         ptol = min(tol, POLAR_TOL[wide_name])
-        polar = _wide_polar_plan(xp, dtype, m, n, steps, min(floor, 0.5 / ratio), ptol,
-                                 accelerator)
+        polar = _wide_polar_plan(xp, dtype, m, n, steps, min(floor, 0.5 / ratio), ptol)
         sign_lower, sign_tol = SIGN_DESIGN[wide_name]
         sign_lower = min(sign_lower, SIGN_GAP / ratio)
         # with eps the stacked [H - tau I, eps tau I] has no singular value below
@@ -392,10 +413,11 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
         polar = _qdwh_plan(m, n, steps, floor, weps)
         sign = _qdwh_plan(m, sign_cols, steps, floor, weps)
     else:
-        return ClipPlan("svd", 0, 0, *svd_count(m, n), eps=eps)
+        return ClipPlan("svd", 0, 0, *svd_count(m, n), eps=eps, polish_dtype=polish)
     return ClipPlan(method, polar.steps, sign.steps, polar.matmuls + sign.matmuls + k_end,
                     polar.flops + sign.flops + f_end,
-                    polar.method if method == "polar" else None, polar=polar, sign=sign, eps=eps)
+                    polar.method if method == "polar" else None, polar=polar, sign=sign, eps=eps,
+                    polish_dtype=polish)
 
 
 def resolve_power_eps(q: Fraction, eps):
@@ -450,8 +472,7 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
     if eps is None:
         r = b
         # H = B P^T inherits P's relative error: polar's own default tol suffices
-        polar = _wide_polar_plan(xp, dtype, m, n, None, floor, POLAR_TOL[wide_name],
-                                 bb.on_accelerator(B))
+        polar = _wide_polar_plan(xp, dtype, m, n, None, floor, POLAR_TOL[wide_name])
         ns = newton_steps(floor / max(m, 1) ** 0.25, r, tol)
         newton = max((2 + matpow_count(r)) * ns - 1, 0)  # Y W (not in step 1), W^r, W^r M
         # H, H^2 (the scale), Newton, Y^(b - a), (H/c) Y^(b-a), and the product with P
