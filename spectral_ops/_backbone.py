@@ -267,6 +267,14 @@ _MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38,
         "float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
 
 
+_TINY = {"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126, "float64": 2.0**-1022}
+
+
+def dtype_tiny(xp, dtype) -> float:
+    """The smallest normal value of a real floating dtype."""
+    return _TINY[dtype_name(xp, dtype)]
+
+
 def dtype_max(xp, dtype) -> float:
     """The largest finite value of a real floating dtype."""
     return _MAX[dtype_name(xp, dtype)]

@@ -1,47 +1,203 @@
-"""The ``spectral-ops`` console script."""
+"""The ``spectral-ops`` console script and its demo.
 
+Speed is not tested here (no wall-clock asserts): the demo's timings are only
+checked for their structure, e.g. that the SVD row's ratio is 1 by construction.
+"""
+
+import json
 import subprocess
 import sys
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
-from spectral_ops.cli import main
+from spectral_ops import clip, polar, power, power_plan, spectral_report
+from spectral_ops.cli import (BACKENDS, CLIP_DEMO_METHODS, DEMO_MATRICES, DEMO_PRESETS,
+                              POLAR_DEMO_METHODS, POWER_DEMO_METHODS, _polar_values,
+                              _power_values, _Reference, build_parser, main)
+from spectral_ops.testing import make_matrix
+
+DEMO_OPTIONS = ("--quick", "--full", "--shape", "--repeat", "--dtype", "--backend", "--json",
+                "--floor", "--seed")
 
 
-def test_demo_prints_every_method_and_matrix(capsys):
-    assert main(["demo", "--shape", "24", "40", "--repeat", "1"]) == 0
+def _rows_per_key(rows):
+    keys = [(r["map"], r["matrix"], r["param"], r["method"]) for r in rows]
+    assert len(keys) == len(set(keys)), "one row per (map, matrix, parameter, method)"
+    return {k: r for k, r in zip(keys, rows)}
+
+
+def _check_rows(rows, powers):
+    """One row per (matrix, method) of each map, the SVD row at 1x, sane accuracy."""
+    by_key = _rows_per_key(rows)
+    matrices = [name for name, _ in DEMO_MATRICES]
+    for name in matrices:
+        for m in POLAR_DEMO_METHODS:
+            assert ("polar", name, None, m) in by_key
+        clip_rows = [r for r in rows if r["map"] == "clip" and r["matrix"] == name]
+        assert [r["method"] for r in clip_rows] == list(CLIP_DEMO_METHODS)
+        for p in powers:
+            for m in POWER_DEMO_METHODS:
+                assert ("power", name, p, m) in by_key
+    assert len(rows) == len(matrices) * (len(POLAR_DEMO_METHODS) + len(CLIP_DEMO_METHODS)
+                                         + len(powers) * len(POWER_DEMO_METHODS))
+    for r in rows:
+        assert r["products"] >= 1 and r["time_ms"] > 0 and r["vs_svd"] > 0, r
+        if r["method"] == "svd":
+            # the ratio of the SVD row is its own time over itself: 1 by construction
+            assert r["vs_svd"] == pytest.approx(1.0, abs=5e-3), r
+            assert r["runs"] == "svd" and r["steps"] == "-", r
+        if r["map"] == "polar" and r["method"] != "jordan":
+            # float32 default tol 1e-4 above the floor (jordan does not converge)
+            assert abs(r["band"][0] - 1) < 1e-3 and abs(r["band"][1] - 1) < 1e-3, r
+        if r["map"] == "clip":
+            assert r["norm_over_tau"] <= 1 + 1e-3 and r["error"] < 1e-3, r
+        if r["map"] == "power":
+            assert r["error"] < (1e-3 if Fraction(r["param"]) > 0 else 1e-2), r
+
+
+@pytest.fixture(scope="module")
+def quick_json(tmp_path_factory):
+    """``spectral-ops demo --quick --json PATH``, run once for the tests below."""
+    path = tmp_path_factory.mktemp("demo") / "rows.json"
+    assert main(["demo", "--quick", "--json", str(path)]) == 0
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def test_quick_json_has_a_row_per_matrix_and_method(quick_json):
+    q = DEMO_PRESETS["quick"]
+    assert quick_json["preset"] == "quick" and quick_json["backend"] == "numpy"
+    assert tuple(quick_json["shape"]) == q["shape"] and quick_json["repeat"] == q["repeat"]
+    _check_rows(quick_json["rows"], q["powers"])
+    assert any(Fraction(p) < 0 for p in q["powers"]), "a negative exponent is covered"
+
+
+def test_quick_rows_report_what_the_plans_run(quick_json):
+    by_key = _rows_per_key(quick_json["rows"])
+    # 128 x 512 float32 NumPy: auto takes the matrix-product routes (aspect 4)
+    assert by_key[("polar", "gaussian", None, "polar_express")]["products"] == 21
+    assert by_key[("polar", "gaussian", None, "auto")]["runs"] in ("gram", "polar_express")
+    assert by_key[("clip", "gaussian", 0.5, "auto")]["runs"].startswith("polar")
+    assert by_key[("power", "gaussian", "-1/4", "newton")]["runs"].startswith("gram-ridge")
+
+
+def test_ci_command_prints_every_method_and_matrix(capsys):
+    # the command CI runs in a regular install
+    assert main(["demo", "--shape", "48", "96", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     for word in ("gaussian", "ill", "gradient", "polar_express", "gram", "jordan", "qdwh",
-                 "svd", "auto", "band min", "vs SVD"):
-        assert word in out
-    # every convergent method reaches the band in float32 (jordan by design does not)
-    rows = [line.split() for line in out.splitlines()
-            if line.split()[:1] in (["gaussian"], ["ill"], ["gradient"])]
-    polar_rows = [r for r in rows if r[1] in ("auto", "polar_express", "gram", "jordan", "qdwh", "svd")]
-    assert len(polar_rows) == 18
-    for row in polar_rows:
-        method, band_min, band_max = row[1], float(row[-4]), float(row[-3])
-        if method != "jordan":
-            assert abs(band_min - 1) < 1e-3 and abs(band_max - 1) < 1e-3, row
+                 "svd", "auto", "newton", "band min", "norm/tau", "vs SVD", "clip(B, tau)",
+                 "power(B, p)", "1/4", "-1/4", "demo finished in"):
+        assert word in out, word
+    assert "1.00x" in out
 
 
-def test_demo_prints_clip_rows(capsys):
-    assert main(["demo", "--shape", "24", "40", "--repeat", "1"]) == 0
+def test_json_to_stdout_keeps_the_tables_on_stderr(capsys):
+    assert main(["demo", "--shape", "24", "40", "--repeat", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # stdout is nothing but the JSON document
+    assert doc["shape"] == [24, 40] and doc["repeat"] == 2 and doc["floor"] == 1e-3
+    assert {"spectral_ops", "numpy", "backend", "dtype", "seed", "wall_s", "cpus",
+            "load_avg"} <= set(doc)
+    _check_rows(doc["rows"], DEMO_PRESETS["default"]["powers"])
+    assert "band min" in captured.err and "demo finished in" in captured.err
+
+
+def test_error_column_is_spectral_reports_rel_error():
+    B = make_matrix("ill", (32, 80), cond=1e3, seed=1).astype(np.float32)
+    ref = _Reference(B, 1e-3)
+    Y = polar(B, method="polar_express")
+    err, band, _ = ref.accuracy(Y, _polar_values(ref.s), band=True)
+    r = spectral_report(Y, B)
+    assert err == pytest.approx(r.rel_error, rel=1e-6)
+    assert band == pytest.approx(r.band, abs=1e-12)
+    tau = 0.05 * float(ref.s[0])
+    err, _, _ = ref.accuracy(clip(B, tau, method="polar"), np.minimum(ref.s, tau))
+    r = spectral_report(clip(B, tau, method="polar"), B, fn=lambda s: np.minimum(s, tau))
+    assert err == pytest.approx(r.rel_error, rel=1e-6)
+    for p in (Fraction(1, 2), Fraction(-1, 4)):
+        eps = power_plan(B, p, method="svd").eps
+        Y = power(B, p, method="newton")
+        err, _, _ = ref.accuracy(Y, _power_values(ref.s, p, eps))
+        r = spectral_report(Y, B, fn=lambda s: _power_values(s[0], p, eps)[None])
+        assert err == pytest.approx(r.rel_error, rel=1e-6), p
+
+
+def test_backend_torch(capsys):
+    pytest.importorskip("torch", reason="--backend torch needs PyTorch (pip install torch)")
+    assert main(["demo", "--backend", "torch", "--shape", "24", "40", "--repeat", "1",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["backend"] == "torch" and "demo on torch" in captured.err
+    _check_rows(doc["rows"], DEMO_PRESETS["default"]["powers"])
+
+
+def test_backend_array_api_strict(capsys):
+    pytest.importorskip("array_api_strict",
+                        reason="--backend array_api_strict needs array-api-strict")
+    assert main(["demo", "--backend", "array_api_strict", "--shape", "16", "24", "--repeat",
+                 "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["backend"] == "array_api_strict"
+    _check_rows(doc["rows"], DEMO_PRESETS["default"]["powers"])
+
+
+def test_missing_backend_is_skipped_with_a_message(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax now raises ImportError
+    assert main(["demo", "--backend", "jax", "--shape", "8", "8", "--repeat", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "skipped" in captured.err and "jax" in captured.err and "not installed" in captured.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--shape", "0", "5"],
+    ["demo", "--shape", "5"],
+    ["demo", "--repeat", "0"],
+    ["demo", "--floor", "2"],
+    ["demo", "--dtype", "float16"],
+    ["demo", "--backend", "cupyy"],
+    ["demo", "--quick", "--full"],
+    [],
+])
+def test_demo_rejects_bad_options(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_options_parse():
+    parser = build_parser()
+    a = parser.parse_args(["demo"])
+    assert (a.quick, a.full, a.shape, a.repeat, a.json) == (False, False, None, None, None)
+    assert (a.dtype, a.backend, a.floor, a.seed) == ("float32", "numpy", 1e-3, 0)
+    a = parser.parse_args(["demo", "--full", "--shape", "64", "32", "--repeat", "2",
+                           "--dtype", "float64", "--backend", "torch", "--floor", "1e-4",
+                           "--seed", "3", "--json", "out.json"])
+    assert (a.full, a.shape, a.repeat, a.dtype, a.backend, a.floor, a.seed, a.json) == (
+        True, [64, 32], 2, "float64", "torch", 1e-4, 3, "out.json")
+    assert parser.parse_args(["demo", "--json"]).json == "-"
+    assert parser.parse_args(["demo", "--quick"]).quick
+    assert set(BACKENDS) == {"numpy", "torch", "jax", "array_api_strict"}
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "clip(B, tau)" in out and "norm/tau" in out
-    rows = [line.split() for line in out.splitlines()
-            if line.split()[:1] in (["gaussian"], ["far_above"], ["gradient"])
-            and line.split()[2:3] in (["auto"], ["polar"], ["newton"], ["svd"])
-            and line.split()[1].endswith(("e-01", "e-03"))]  # the tau/s_max column
-    assert len(rows) == 12
-    for row in rows:
-        err, top = float(row[-3]), float(row[-2])
-        assert err <= 1e-4 and top <= 1 + 1e-3, row
-
-
-def test_demo_rejects_bad_shape():
-    with pytest.raises(SystemExit):
-        main(["demo", "--shape", "0", "5"])
+    assert "demo" in out and "--version" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for option in DEMO_OPTIONS:
+        assert option in out, option
+    for backend in BACKENDS:
+        assert backend in out, backend
 
 
 def test_console_entry_point_runs():
@@ -51,18 +207,7 @@ def test_console_entry_point_runs():
 
 
 def test_core_imports_no_framework():
-    code = ("import sys, spectral_ops, spectral_ops.adapters; "
+    code = ("import sys, spectral_ops, spectral_ops.adapters, spectral_ops.cli; "
             "bad = [m for m in ('torch', 'jax', 'cupy', 'optax') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_demo_prints_power_rows(capsys):
-    assert main(["demo", "--shape", "24", "40", "--repeat", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "power(B, p)" in out
-    rows = [line.split() for line in out.splitlines()
-            if line.split()[:1] in (["1/4"], ["1/2"], ["3/4"], ["-1/4"])]
-    assert len(rows) == 12
-    for row in rows:
-        assert float(row[-2]) <= 1e-3, row  # float32 target for s_min/s_max >= 1e-2
