@@ -82,9 +82,12 @@ def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
 
 
 def _ratio_bound(xp, B, tau):
-    """``max ||B||_F / tau`` over the batch where it is free to read (host arrays,
-    not traced), else None. A bound on ``s_max / tau``: the designs follow it."""
-    if bb.is_traced(B) or bb.on_accelerator(B) or (not isinstance(tau, numbers.Real) and (
+    """``max ||B||_F / tau`` over the batch where it is free to read (NumPy-backed
+    and torch CPU arrays), else None. A bound on ``s_max / tau``: the designs follow
+    it. JAX arrays are not read even where concrete, so that a plan made under
+    ``jax.jit`` equals the plan made outside it (both assume ``1 / floor``)."""
+    if array_api_compat.is_jax_array(B) or bb.is_traced(B) or bb.on_accelerator(B) or (
+            not isinstance(tau, numbers.Real) and (
             bb.is_traced(tau) or bb.on_accelerator(tau))) or math.prod(B.shape) == 0:
         return None
     if array_api_compat.is_torch_array(B):
@@ -292,6 +295,10 @@ def _identity_clip(xp, x, t, plan):
 def _clip_identity(xp, x, t, plan):
     m = x.shape[-2]
     pw = polar_factor(xp, x, plan.polar)
+    out_dtype = x.dtype
+    if plan.sign_dtype is not None and bb.has_float64(xp, x):
+        # near tau, float32 round-off in H - tau I is eps * s_max: see ClipPlan.sign_dtype
+        x, pw, t = (xp.astype(a, xp.float64) for a in (x, pw, t))
     h = x @ mT(xp, pw)
     eye = bb.eye_like(xp, h, m)
     shifted = 0.5 * (h + mT(xp, h)) - t * eye
@@ -299,7 +306,6 @@ def _clip_identity(xp, x, t, plan):
         shifted = xp.concat([shifted, xp.broadcast_to(plan.eps * t * eye, shifted.shape)],
                             axis=-1)
     sign = polar_factor(xp, shifted, plan.sign)
-    out_dtype = x.dtype
     if plan.polish_dtype is not None and bb.has_float64(xp, x):
         # the rest carries round-off eps * s_max: in float64 (see ClipPlan.polish_dtype)
         x, pw, t, sign, eye = (xp.astype(a, xp.float64) for a in (x, pw, t, sign, eye))

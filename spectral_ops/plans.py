@@ -106,6 +106,10 @@ class ClipPlan:
         ``"svd"`` route: the whole SVD) run in float64: float32 inputs with a
         large ``s_max / tau`` (see :func:`~spectral_ops.routing.plan_clip`);
         None: the wide compute dtype.
+    sign_dtype : str or None
+        ``"float64"`` where ``H = B P^T`` and the sign iteration run in float64
+        too (float32 inputs with ``s_max / tau`` above about 840); None: the
+        wide compute dtype.
     """
 
     method: str
@@ -118,6 +122,7 @@ class ClipPlan:
     sign: PolarPlan | None = field(default=None, repr=False)
     eps: float | None = None
     polish_dtype: str | None = None
+    sign_dtype: str | None = None
 
 
 @dataclass(frozen=True)

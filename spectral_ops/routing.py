@@ -51,6 +51,10 @@ MAX_MATRIX_RATIO = {"float32": 1e4, "float64": 1e12}
 #: product of a float32 clip run in float64 (3 of its products; where the
 #: library has float64).
 POLISH_ABOVE = 1e-5
+#: clip: where ``eps * ratio`` exceeds this (float32: ratio above about 840), ``H``
+#: and the sign iteration run in float64 as well (measured: output norm 1.0013 tau
+#: at ratio 1e4 with a float32 sign).
+SIGN64_ABOVE = 1e-4
 #: power: default relative floor per compute dtype (float64 needs 1e-5 s_max).
 POWER_FLOOR = {"float64": 1e-5, "float32": 1e-3, "float16": 1e-2, "bfloat16": 1e-2}
 #: power: target of the coupled Newton iteration (exact arithmetic), per wide dtype.
@@ -71,7 +75,7 @@ GRAM_FLOP_RATIO = 0.8
 GRAM_MIN_SIDE_ACCELERATOR = 1024
 #: Gram Newton-Schulz resolves singular values down to about ``sqrt(eps) s_max``:
 #: ``auto`` takes it only for floors at least this, per compute dtype.
-GRAM_MIN_FLOOR = {"float32": 1e-3, "float64": 1e-7, "float16": 1.0, "bfloat16": 1.0}
+GRAM_MIN_FLOOR = {"float32": 1e-3, "float64": 1e-7}
 #: Gram Newton-Schulz restarts its recurrence after this step.
 GRAM_RESTART_AFTER = 2
 
@@ -250,12 +254,17 @@ def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3) -> bool:
     ``s_max / tau = 2.7e3``: relative error 1.5e-2 through Gram, 8e-4 through
     Polar Express).
     """
-    if bb.is_16bit(xp, dtype) or steps < 2 or floor < GRAM_MIN_FLOOR[bb.dtype_name(xp, dtype)]:
+    if bb.is_16bit(xp, dtype) or steps < 2 or floor < _gram_min_floor(xp, dtype):
         return False
     if accelerator and m < GRAM_MIN_SIDE_ACCELERATOR:
         return False
     gram = count_polar("gram", m, n, steps)[1]
     return gram <= GRAM_FLOP_RATIO * count_polar("polar_express", m, n, steps)[1]
+
+
+def _gram_min_floor(xp, dtype) -> float:
+    """``GRAM_MIN_FLOOR`` of the dtype Gram Newton-Schulz runs in (float32 for 16-bit)."""
+    return GRAM_MIN_FLOOR[bb.dtype_name(xp, bb.wide_dtype(xp, dtype))]
 
 
 def exact_route_below(xp, dtype, eps) -> float:
@@ -314,11 +323,11 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
             method = "svd"
         else:
             method = "polar_express"  # or "gram", decided once the step count is known
-    if method == "gram" and floor < GRAM_MIN_FLOOR[bb.dtype_name(xp, dtype)]:
+    if method == "gram" and floor < _gram_min_floor(xp, dtype):
         raise ValueError(
             f"method='gram' resolves singular values down to about sqrt(eps) s_max: floor >= "
-            f"{GRAM_MIN_FLOOR[bb.dtype_name(xp, dtype)]:g} in {bb.dtype_name(xp, dtype)}; got "
-            f"floor={floor!r}. Use method='polar_express' (or 'auto') for smaller floors.")
+            f"{_gram_min_floor(xp, dtype):g} in its compute dtype; got floor={floor!r}. Use "
+            f"method='polar_express' (or 'auto') for smaller floors.")
     if method in ("polar_express", "gram"):
         plan = _quintic_plan(method, m, n, steps, tol, floor, eps)
         if auto and gram_pays(xp, dtype, m, n, plan.steps, bb.on_accelerator(B), floor):
@@ -394,6 +403,9 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     # (float32, ratio 5.4e3: output norm 1.0023 tau): the parts that carry it run
     # in float64 where the ratio calls for it, the SVD route entirely
     polish = "float64" if wide_name == "float32" and weps * ratio > POLISH_ABOVE else None
+    # beyond SIGN64_ABOVE, |s - tau| = 1e-3 tau is at round-off level of a float32
+    # H - tau I: H and the sign run in float64 too
+    sign64 = "float64" if wide_name == "float32" and weps * ratio > SIGN64_ABOVE else None
     mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
     # H = B P^T and the last product; then the projector refinement (2 m x m) or,
     # with eps, the second block's product with P (m x n)
@@ -417,7 +429,7 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     return ClipPlan(method, polar.steps, sign.steps, polar.matmuls + sign.matmuls + k_end,
                     polar.flops + sign.flops + f_end,
                     polar.method if method == "polar" else None, polar=polar, sign=sign, eps=eps,
-                    polish_dtype=polish)
+                    polish_dtype=polish, sign_dtype=sign64)
 
 
 def resolve_power_eps(q: Fraction, eps):
@@ -434,9 +446,9 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
     """The :class:`~spectral_ops.PowerPlan` of ``power(B, q)`` computed in ``dtype``."""
     if method not in POWER_METHODS:
         raise ValueError(f"method must be one of {POWER_METHODS}; got {method!r}.")
-    if floor is not None:
-        check_floor(floor, "or None: singular values at or above floor * s_max reach the "
-                           "accuracy target")
+    if floor is not None and not (is_real(floor) and 0 < floor < 1):
+        raise ValueError(f"floor must be None or a number in (0, 1), the relative singular "
+                         f"value from which the accuracy target holds; got {floor!r}.")
     eps = resolve_power_eps(q, eps)
     m, n = sorted(B.shape[-2:])
     if q == 1 and eps is None:

@@ -174,7 +174,8 @@ def test_plan():
     assert power_plan(B, -0.25).route == "gram-ridge" and power_plan(B, -0.25).root == 8
     assert power_plan(B, 0).route == "polar" and power_plan(B, 1).route == "identity"
     assert power_plan(B.astype(np.float64), 0.5).method == "svd"  # measured on CPUs
-    assert p.polar_iteration == "gram"  # aspect 4: fewer flops, same band
+    # Polar Express at every aspect ratio (Gram's P cost accuracy on real gradients)
+    assert p.polar_iteration == "polar_express"
     assert power_plan(np.zeros((64, 64)), 0.5, method="newton").polar_iteration == "polar_express"
 
 
