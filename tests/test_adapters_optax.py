@@ -82,3 +82,184 @@ def test_optax_mu_dtype_and_leaf_checks():
     with pytest.raises(ValueError, match=r"needs exactly 3 dimensions \(batch_dims=1\)"):
         bad.update({"w": jnp.ones((2, 3, 4, 5))}, bad.init({"w": jnp.ones((2, 3, 4, 5))}))
 
+
+
+# -- non-finite gradients ----------------------------------------------------------------------
+
+def _nan_run(tx, steps=8, bad_step=3):
+    params, loss = _jax_problem()
+    state = tx.init(params)
+    traces = []
+
+    @jax.jit
+    def step(p, s, bad):
+        traces.append(1)
+        g = jax.grad(loss)(p)
+        g = {**g, "w2": jnp.where(bad, g["w2"].at[0, 0].set(jnp.nan), g["w2"]),
+             "b": jnp.where(bad, g["b"].at[1].set(jnp.inf), g["b"])}
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+    history = []
+    for i in range(steps):
+        history.append((params, state))
+        params, state = step(params, state, i == bad_step)
+    history.append((params, state))
+    return history, len(traces), loss
+
+
+@pytest.mark.parametrize("tx", [
+    so.muon(0.02, weight_decay=0.01), so.mucon(0.02), so.muon_p(0.02, p=0.5),
+], ids=["muon", "mucon", "muon_p"])
+def test_optax_nan_gradient_is_skipped_per_leaf_and_training_continues(tx):
+    history, traces, loss = _nan_run(tx)
+    assert traces == 1
+    final = history[-1][0]
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(final))
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(history[-1][1]))
+    (p3, s3), (p4, s4) = history[3], history[4]
+    for key in ("w2", "b"):  # skipped: the parameter and its momentum / moments unchanged
+        np.testing.assert_array_equal(np.asarray(p4[key]), np.asarray(p3[key]))
+    for key in ("w1", "w3"):
+        assert not np.array_equal(np.asarray(p4[key]), np.asarray(p3[key]))
+    # every state leaf shaped like w2 or b is unchanged by the skipped step
+    for a, b in zip(jax.tree.leaves(s3), jax.tree.leaves(s4)):
+        if a.shape in ((128, 32), (32,)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(loss(final)) < float(loss(history[0][0]))
+
+
+def test_optax_skip_without_nan_matches_ignore():
+    # equal up to XLA's fusion choices (the selects change what fuses, hence rounding)
+    a, _, _ = _run(so.mucon(0.02, weight_decay=0.1), steps=4)
+    b, _, _ = _run(so.mucon(0.02, weight_decay=0.1, nonfinite="ignore"), steps=4)
+    for key in a:
+        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-5, atol=1e-7)
+
+
+def test_optax_scale_by_spectral_skips_its_own_momentum():
+    tx = so.scale_by_spectral(Direction("polar", "svd"))
+    w = {"a": jnp.ones((4, 6)), "b": jnp.ones((3, 5))}
+    s = tx.init(w)
+    u, s = tx.update(w, s)
+    bad = {"a": w["a"].at[0, 0].set(jnp.nan), "b": 2 * w["b"]}
+    u2, s2 = tx.update(bad, s)
+    np.testing.assert_array_equal(np.asarray(u2["a"]), 0.0)
+    np.testing.assert_array_equal(np.asarray(s2.mu["a"]), np.asarray(s.mu["a"]))
+    assert not np.array_equal(np.asarray(s2.mu["b"]), np.asarray(s.mu["b"]))
+    assert int(s2.count) == 2
+
+
+def test_optax_nonfinite_raise_names_the_leaf():
+    from jax.experimental import checkify
+    tx = so.muon(0.02, nonfinite="raise")
+    params, loss = _jax_problem()
+    state = tx.init(params)
+
+    @jax.jit
+    @checkify.checkify
+    def step(p, s):
+        g = jax.grad(loss)(p)
+        g = {**g, "w3": g["w3"].at[2, 2].set(jnp.nan)}
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+    err, _ = step(params, state)
+    assert "muon: the gradient of leaf ['w3'] (shape (64, 128)) holds NaN or inf" in err.get()
+    with pytest.raises(Exception, match=r"the gradient of leaf \['w3'\]"):
+        err.throw()
+    with pytest.raises(ValueError, match=r"muon: nonfinite must be one of"):
+        so.muon(0.02, nonfinite="warn")
+
+
+# -- argument checks ---------------------------------------------------------------------------
+
+def test_optax_arguments_are_checked_with_the_function_name():
+    assert so.mucon(0.02, tau=np.float32(0.5)) is not None
+    assert so.muon(optax.linear_schedule(0.02, 0.0, 100)) is not None
+    bad = [
+        (lambda: so.mucon(0.02, tau=float("inf")), ValueError, r"mucon needs tau > 0 and finite"),
+        (lambda: so.mucon(0.02, tau=0), ValueError, r"mucon needs tau > 0 and finite"),
+        (lambda: so.muon(float("inf")), ValueError, r"muon: learning_rate must be in \[0, inf\)"),
+        (lambda: so.muon(0.02, adam_b1=1.0), ValueError, r"muon: adam_b1 must be in \[0, 1\)"),
+        (lambda: so.muon(0.02, adam_eps=0), ValueError, r"muon: adam_eps must be in \(0, inf\)"),
+        (lambda: so.muon(0.02, method="bogus"), ValueError, r"muon: method must be one of"),
+        (lambda: so.mucon(0.02, method="qdwh"), ValueError, r"mucon: method must be one of"),
+        (lambda: so.muon_p(0.02, p=2), ValueError, r"muon_p: p must lie in \[-1, 1\]"),
+        (lambda: so.muon_p(0.02, steps=3), TypeError,
+         r"muon_p\(\) got an unexpected keyword argument 'steps'"),
+        (lambda: so.dyn_muon(0.02, p_schedule=dynmuon_schedule(10), steps=3), TypeError,
+         r"dyn_muon\(\) got an unexpected keyword argument 'steps'"),
+        (lambda: so.muon(0.02, momentum=1.0), ValueError, r"muon: momentum must be in \[0, 1\)"),
+        (lambda: so.muon(0.02, weight_decay=-0.1), ValueError, r"muon: weight_decay must be"),
+        (lambda: so.muon(0.02, batch_dims=-1), ValueError, r"muon: batch_dims must be"),
+        (lambda: so.muon(0.02, scale="mup"), ValueError, r"muon: scale must be one of"),
+        (lambda: so.mucon(0.02, normalize=None), TypeError, r"mucon: normalize must be True"),
+        (lambda: so.scale_by_spectral(Direction("polar"), momentum=-0.5), ValueError,
+         r"scale_by_spectral: momentum must be in"),
+        (lambda: so.dyn_muon(0.02, p_schedule=lambda t: 0.5), ValueError,
+         r"dyn_muon: under jax.jit the exponent schedule must list its values"),
+    ]
+    for make, exc, pattern in bad:
+        with pytest.raises(exc, match=pattern):
+            make()
+
+
+# -- scale-invariant directions ----------------------------------------------------------------
+
+def _mlp_loss(tx, steps=30):
+    """The task of docs/plots/optimizer_scale_table.py (a tanh teacher-student
+    regression, 32-64-64-8, 256 samples) in flax layout, one jitted step."""
+    rng = np.random.default_rng(0)
+    sizes = (32, 64, 64, 8)
+
+    def layers(gain):
+        return [(gain * rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
+                for i, o in zip(sizes[:-1], sizes[1:])]
+    teacher, student = layers(2.0), layers(1.0)
+    x = rng.standard_normal((256, sizes[0])).astype(np.float32)
+    h = x
+    for i, w in enumerate(teacher):
+        h = h @ w.T
+        h = np.tanh(h) if i < 2 else h
+    x, y = jnp.asarray(x), jnp.asarray(h.astype(np.float32))
+    params = {f"l{i}": {"kernel": jnp.asarray(w.T), "bias": jnp.zeros(w.shape[0])}
+              for i, w in enumerate(student)}
+
+    def loss(p):
+        z = x
+        for i in range(3):
+            z = z @ p[f"l{i}"]["kernel"] + p[f"l{i}"]["bias"]
+            z = jnp.tanh(z) if i < 2 else z
+        return jnp.mean((z - y) ** 2)
+
+    @jax.jit
+    def step(p, s):
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return optax.apply_updates(p, u), s
+    state = tx.init(params)
+    for _ in range(steps):
+        params, state = step(params, state)
+    return float(loss(params))
+
+
+def test_optax_one_learning_rate_serves_muon_mucon_and_muon_p():
+    muon = _mlp_loss(so.muon(0.02))
+    mucon = _mlp_loss(so.mucon(0.02))
+    muon_p = _mlp_loss(so.muon_p(0.02))
+    assert mucon <= 1.5 * muon and muon_p <= 1.5 * muon, (muon, mucon, muon_p)
+
+
+def test_optax_direction_matches_numpy_and_literal_option():
+    import spectral_ops
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((3, 16, 24)).astype(np.float32) * np.array([1e-3, 1.0, 1e3],
+                                                                      np.float32)[:, None, None]
+    for d in (Direction("clip", "svd"), Direction("power", "svd", p=0.5),
+              Direction("power", "svd", p=-0.25)):
+        np.testing.assert_allclose(np.asarray(d(jnp.asarray(m))), d(m), rtol=2e-4, atol=2e-6)
+        np.testing.assert_allclose(d(m)[1], d(m[1:2] * 1e-3)[0], rtol=2e-4, atol=2e-6)
+    lit = so.scale_by_spectral(Direction("clip", "svd", tau=0.5, normalize=False),
+                               momentum=0.0, nesterov=False, scale="none")
+    w = {"k": jnp.asarray(m[1])}
+    u, _ = lit.update(w, lit.init(w))
+    np.testing.assert_allclose(np.asarray(u["k"]), spectral_ops.clip(m[1], 0.5, method="svd"),
+                               rtol=1e-5, atol=1e-6)

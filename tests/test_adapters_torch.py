@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from spectral_ops.schedules import dynmuon_schedule
+from spectral_ops.schedules import GridSchedule, dynmuon_schedule
 
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
@@ -238,3 +238,384 @@ def test_torch_optimizers_on_cuda_match_cpu():
             results.append([p.detach().cpu() for p in params])
         for a, b in zip(*results):
             assert torch.allclose(a, b, atol=1e-4), cls
+
+
+# -- non-finite gradients ----------------------------------------------------------------------
+
+_PRESETS = [(st.Muon, {}), (st.MuCon, {"tau": 0.5}), (st.MuonP, {"p": Fraction(1, 2)}),
+            (st.DynMuon, {"p_schedule": dynmuon_schedule(20)})]
+_PRESET_IDS = ["Muon", "MuCon", "MuonP", "DynMuon"]
+
+
+def _problem_with_bias(seed=0):
+    params, loss_fn = _torch_problem(seed)
+    bias = torch.nn.Parameter(torch.zeros(96))
+
+    def loss(ps):
+        return loss_fn(ps[:3]) + (ps[3] - 0.1).pow(2).sum()
+    return params + [bias], loss
+
+
+def _snapshot(opt, params):
+    return ([p.detach().clone() for p in params],
+            [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
+             for p in params])
+
+
+@pytest.mark.parametrize("cls,kw", _PRESETS, ids=_PRESET_IDS)
+def test_torch_nan_gradient_is_skipped_and_training_continues(cls, kw):
+    params, loss_fn = _problem_with_bias(6)
+    opt = cls(params, lr=0.02, weight_decay=0.01, **kw)  # default nonfinite="skip"
+    for step in range(8):
+        opt.zero_grad()
+        loss_fn(params).backward()
+        if step == 3:  # NaN in a spectral gradient, inf in the AdamW one
+            params[1].grad[0, 0] = float("nan")
+            params[3].grad[5] = float("inf")
+            before = _snapshot(opt, params)
+        opt.step()
+        if step == 3:
+            after = _snapshot(opt, params)
+            for i in (1, 3):  # skipped: parameter and state bit for bit as before
+                assert torch.equal(after[0][i], before[0][i])
+                for key, v in before[1][i].items():
+                    if key != "step":
+                        assert torch.equal(after[1][i][key], v), key
+            for i in (0, 2):  # the others stepped
+                assert not torch.equal(after[0][i], before[0][i])
+    for p in params:
+        assert torch.isfinite(p).all()
+        for v in opt.state[p].values():
+            assert not torch.is_tensor(v) or torch.isfinite(v).all()
+    assert opt.nonfinite_skips() == 2
+    fresh, fresh_loss = _problem_with_bias(6)
+    assert float(loss_fn(params).detach()) < float(fresh_loss(fresh).detach())
+
+
+def test_torch_masked_skip_path_matches_the_plain_path_bitwise():
+    # on accelerators every parameter goes through the masked (synchronisation-free)
+    # update; with all-true flags it must equal the plain update bit for bit
+    results = []
+    for masked in (False, True):
+        params, loss_fn = _problem_with_bias(7)
+        opt = st.MuCon(params, lr=0.02, weight_decay=0.1)
+        if masked:
+            opt._finite_flags = lambda ps: {p: torch.ones((), dtype=torch.bool) for p in ps}
+        for _ in range(3):
+            opt.zero_grad()
+            loss_fn(params).backward()
+            opt.step()
+        results.append(_snapshot(opt, params))
+    for a, b in zip(results[0][0], results[1][0]):
+        assert torch.equal(a, b)
+    for sa, sb in zip(results[0][1], results[1][1]):
+        assert all(torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k]
+                   for k in sa)
+
+
+def test_torch_nonfinite_raise_changes_nothing_and_names_the_parameter():
+    params, loss_fn = _problem_with_bias(8)
+    opt = st.Muon([{"params": params[:2]}, {"params": params[2:]}], lr=0.02, nonfinite="raise")
+    opt.zero_grad()
+    loss_fn(params).backward()
+    opt.step()
+    opt.zero_grad()
+    loss_fn(params).backward()
+    params[2].grad[1, 1] = float("inf")
+    before = _snapshot(opt, params)
+    with pytest.raises(FloatingPointError, match=r"Muon: the gradient of parameter 2 \(group 1, "
+                                                 r"shape \(64, 128\)\) holds NaN or inf"):
+        opt.step()
+    after = _snapshot(opt, params)
+    for a, b in zip(before[0], after[0]):
+        assert torch.equal(a, b)
+    for sa, sb in zip(before[1], after[1]):
+        assert all(torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k]
+                   for k in sa)
+    with pytest.raises(ValueError, match=r"Muon: nonfinite must be one of \('skip', 'raise', "
+                                         r"'ignore'\)"):
+        st.Muon(params, nonfinite="warn")
+
+
+def test_torch_nonfinite_ignore_is_the_unchecked_step():
+    params, loss_fn = _torch_problem(9)
+    opt = st.Muon(params, lr=0.02, method="polar_express", nonfinite="ignore")
+    opt.zero_grad()
+    loss_fn(params).backward()
+    params[0].grad[0, 0] = float("nan")
+    opt.step()
+    assert not torch.isfinite(params[0]).all()
+
+
+# -- copies ------------------------------------------------------------------------------------
+
+def _picklable_schedule(step):
+    return Fraction(1, 2) if step < 4 else Fraction(1, 4)
+
+
+def _grads(params, step):
+    g = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(p.shape, generator=g) for p in params]
+
+
+def _continue(opt, params, steps):
+    for s in steps:
+        for p, g in zip(params, _grads(params, s)):
+            p.grad = g
+        opt.step()
+
+
+def _opt_params(opt):
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
+def _assert_same(opt_a, opt_b):
+    pa, pb = _opt_params(opt_a), _opt_params(opt_b)
+    for a, b in zip(pa, pb):
+        assert torch.equal(a, b)
+        sa, sb = opt_a.state[a], opt_b.state[b]
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
+@pytest.mark.parametrize("cls,kw", _PRESETS[:3] + [
+    (st.DynMuon, {"p_schedule": GridSchedule(_picklable_schedule, Fraction(1, 4),
+                                             Fraction(1, 2), 4)})], ids=_PRESET_IDS)
+def test_torch_copies_continue_bit_identically(cls, kw, how):
+    import copy
+    import pickle
+    params, _ = _problem_with_bias(10)
+    opt = cls(params, lr=0.02, weight_decay=0.01, **kw)
+    _continue(opt, params, range(3))
+    if how == "deepcopy":
+        twin = copy.deepcopy(opt)
+    elif how == "pickle":
+        twin = pickle.loads(pickle.dumps(opt))
+    else:
+        buf = io.BytesIO()
+        torch.save(opt, buf)
+        buf.seek(0)
+        twin = torch.load(buf, weights_only=False)
+    fields = lambda d: {k: v for k, v in vars(d).items() if k != "p_schedule"}  # noqa: E731
+    assert fields(twin.direction) == fields(opt.direction) and twin.nonfinite == opt.nonfinite
+    _continue(opt, params, range(3, 6))
+    _continue(twin, _opt_params(twin), range(3, 6))
+    _assert_same(opt, twin)
+
+
+def test_torch_dynmuon_with_the_library_schedule_deep_copies():
+    # the schedules of spectral_ops.schedules are closures: deepcopy shares them,
+    # pickle needs them to be module-level (see docs/optimizers.md)
+    import copy
+    params, _ = _problem_with_bias(11)
+    opt = st.DynMuon(params, lr=0.02, p_schedule=dynmuon_schedule(10))
+    _continue(opt, params, range(3))
+    twin = copy.deepcopy(opt)
+    _continue(opt, params, range(3, 6))
+    _continue(twin, _opt_params(twin), range(3, 6))
+    _assert_same(opt, twin)
+
+
+# -- foreign and earlier state dicts ------------------------------------------------------------
+
+@pytest.mark.parametrize("foreign", [
+    lambda ps: torch.optim.Adam(ps, lr=1e-3), lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+], ids=["Adam", "SGD"])
+def test_torch_foreign_state_dict_is_refused_before_anything_changes(foreign):
+    params, loss_fn = _problem_with_bias(12)
+    other = foreign(params)
+    loss_fn(params).backward()
+    other.step()
+    opt = st.Muon(params, lr=0.02)
+    opt.step()
+    before = _snapshot(opt, params)
+    with pytest.raises(ValueError, match=r"Muon.load_state_dict: not a state dict of a "
+                                         r"spectral_ops optimizer: parameter group 0 lacks"):
+        opt.load_state_dict(other.state_dict())
+    assert opt.param_groups[0]["scale"] == "spectral"
+    after = _snapshot(opt, params)
+    for sa, sb in zip(before[1], after[1]):
+        assert all(torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k]
+                   for k in sa)
+    opt.step()  # still usable
+
+
+def test_torch_state_dict_of_the_earlier_form_loads():
+    # the form written before the non-finite and normalize options: the same group
+    # entries, state momentum_buffer/step (spectral) and exp_avg/exp_avg_sq/step (AdamW)
+    params, _ = _problem_with_bias(13)
+    group = dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, scale="spectral",
+                 adamw_lr=3e-4, adamw_betas=(0.9, 0.95), adamw_eps=1e-8,
+                 adamw_weight_decay=0.0, spectral=None, batch_dims=0, params=[0, 1, 2, 3])
+    state = {i: {"momentum_buffer": 0.01 * torch.ones_like(params[i]), "step": 4}
+             for i in range(3)}
+    state[3] = {"exp_avg": torch.zeros(96), "exp_avg_sq": torch.ones(96), "step": 4}
+    opt = st.MuCon(params, lr=0.02, normalize=False, tau=0.5)
+    opt.load_state_dict({"state": state, "param_groups": [group]})
+    assert opt.state[params[0]]["step"] == 4
+    assert torch.equal(opt.state[params[3]]["exp_avg_sq"], torch.ones(96))
+    _continue(opt, params, range(2))
+    assert all(torch.isfinite(p).all() for p in params)
+    bad = {"state": {0: {"momentum_buffer": torch.zeros(3, 3), "step": 1}},
+           "param_groups": [group]}
+    with pytest.raises(ValueError, match=r"momentum_buffer of parameter 0 has shape \(3, 3\), "
+                                         r"the parameter \(64, 128\)"):
+        opt.load_state_dict(bad)
+
+
+# -- argument checks ---------------------------------------------------------------------------
+
+def test_torch_arguments_are_checked_at_construction_with_the_preset_name():
+    w = [torch.nn.Parameter(torch.randn(8, 8)), torch.nn.Parameter(torch.zeros(8))]
+    assert st.MuCon(w, tau=np.float32(0.5)).direction.tau == 0.5
+    assert st.MuCon(w, tau=3).direction.tau == 3.0
+    assert st.MuCon(w).direction.tau == 0.5 and st.MuCon(w, normalize=False).direction.tau == 1.0
+    assert st.Muon(w, lr=torch.tensor(0.01)) is not None  # a 0-d tensor lr is a number
+    bad = [
+        (lambda: st.MuCon(w, tau=float("inf")), ValueError, r"MuCon needs tau > 0 and finite"),
+        (lambda: st.MuCon(w, tau=0), ValueError, r"MuCon needs tau > 0 and finite"),
+        (lambda: st.MuCon(w, tau=-1.0, normalize=False), ValueError,
+         r"MuCon needs tau > 0 and finite \(the spectral-norm radius\)"),
+        (lambda: st.Muon(w, adamw_betas=(0.9,)), ValueError,
+         r"Muon: adamw_betas must be a pair"),
+        (lambda: st.MuonP(w, adamw_betas=(0.9, 1.0)), ValueError,
+         r"MuonP: adamw_betas\[1\] must be in \[0, 1\)"),
+        (lambda: st.Muon(w, lr=float("inf")), ValueError, r"Muon: lr must be in \[0, inf\) and "
+                                                           r"finite"),
+        (lambda: st.MuCon(w, lr=-1.0), ValueError, r"MuCon: lr must be"),
+        (lambda: st.Muon(w, adamw_eps=0), ValueError, r"Muon: adamw_eps must be in \(0, inf\)"),
+        (lambda: st.Muon(w, method="bogus"), ValueError,
+         r"Muon: method must be one of \('auto', "),
+        (lambda: st.MuCon(w, method="jordan"), ValueError, r"MuCon: method must be one of"),
+        (lambda: st.MuonP(w, method="polar"), ValueError, r"MuonP: method must be one of"),
+        (lambda: st.MuonP(w, p=2), ValueError, r"MuonP: p must lie in \[-1, 1\]"),
+        (lambda: st.MuonP(w, p="1/2"), TypeError, r"MuonP: p must be a real number"),
+        (lambda: st.MuonP(w, steps=3), TypeError,
+         r"MuonP\(\) got an unexpected keyword argument 'steps'"),
+        (lambda: st.DynMuon(w, p_schedule=dynmuon_schedule(10), steps=3), TypeError,
+         r"DynMuon\(\) got an unexpected keyword argument 'steps'"),
+        (lambda: st.DynMuon(w, p_schedule=lambda t: 3), ValueError,
+         r"DynMuon: a value of p_schedule: p must lie in \[-1, 1\]"),
+        (lambda: st.Muon(w, tau=0.5), TypeError, r"Muon\(\) got an unexpected keyword "
+                                                  r"argument 'tau' \(tau is MuCon's\)"),
+        (lambda: st.Muon(w, steps=0), ValueError, r"Muon: steps must be an integer >= 1"),
+        (lambda: st.Muon(w, nesterov=1), TypeError, r"Muon: nesterov must be True or False"),
+        (lambda: st.MuCon(w, normalize="yes"), TypeError, r"MuCon: normalize must be True or"),
+        (lambda: st.Muon(w, momentum=float("nan")), ValueError, r"Muon: momentum must be in"),
+        (lambda: st.Muon([{"params": w[:1], "lr": float("nan")}]), ValueError, r"Muon: lr must"),
+        (lambda: st.Muon([{"params": w[:1], "batch_dims": -1}]), ValueError,
+         r"Muon: batch_dims must be an integer >= 0"),
+    ]
+    for make, exc, pattern in bad:
+        with pytest.raises(exc, match=pattern):
+            make()
+
+
+def test_torch_bad_adamw_betas_fail_before_any_parameter_moves():
+    w = torch.nn.Parameter(torch.randn(8, 8))
+    opt = st.Muon([w], lr=0.02)
+    w.grad = torch.randn(8, 8)
+    before = w.detach().clone()
+    with pytest.raises(ValueError, match=r"Muon: adamw_betas must be a pair"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(8))],
+                             "adamw_betas": (0.9,)})
+    assert len(opt.param_groups) == 1
+    opt.step()
+    assert not torch.equal(before, w)
+
+
+# -- scale-invariant directions ----------------------------------------------------------------
+
+def _mlp_task(seed=0):
+    """The task of docs/plots/optimizer_scale_table.py: a tanh teacher-student
+    regression (32-64-64-8, 256 samples), in torch's (out, in) layout."""
+    rng = np.random.default_rng(seed)
+    sizes = (32, 64, 64, 8)
+
+    def layers(gain):
+        return [(gain * rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
+                for i, o in zip(sizes[:-1], sizes[1:])]
+    teacher, student = layers(2.0), layers(1.0)
+    x = rng.standard_normal((256, sizes[0])).astype(np.float32)
+    h = x
+    for i, w in enumerate(teacher):
+        h = h @ w.T
+        h = np.tanh(h) if i < 2 else h
+    ws = [torch.nn.Parameter(torch.from_numpy(w)) for w in student]
+    bs = [torch.nn.Parameter(torch.zeros(o)) for o in sizes[1:]]
+    x, y = torch.from_numpy(x), torch.from_numpy(h.astype(np.float32))
+
+    def loss():
+        z = x
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            z = z @ w.T + b
+            z = torch.tanh(z) if i < 2 else z
+        return ((z - y) ** 2).mean()
+    return ws + bs, loss
+
+
+def _mlp_loss(factory, steps=30):
+    params, loss = _mlp_task(0)
+    opt = factory(params)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    return float(loss().detach())
+
+
+def test_torch_one_learning_rate_serves_muon_mucon_and_muon_p():
+    muon = _mlp_loss(lambda ps: st.Muon(ps, lr=0.02))
+    mucon = _mlp_loss(lambda ps: st.MuCon(ps, lr=0.02))
+    muon_p = _mlp_loss(lambda ps: st.MuonP(ps, lr=0.02))
+    assert mucon <= 1.5 * muon and muon_p <= 1.5 * muon, (muon, mucon, muon_p)
+    # the literal maps barely move at Muon's learning rate (the reason for the default)
+    literal = _mlp_loss(lambda ps: st.MuCon(ps, lr=0.02, tau=0.5, normalize=False))
+    assert literal > 2 * muon
+
+
+@pytest.mark.parametrize("kind,kw", [
+    ("clip", {"tau": 0.5}), ("clip", {"tau": 2.0}), ("power", {"p": Fraction(1, 2)}),
+    ("power", {"p": 1}), ("power", {"p": Fraction(-1, 4)}), ("power", {"p": Fraction(3, 4)}),
+])
+def test_torch_normalised_directions_are_scale_invariant_and_bounded(kind, kw):
+    g = torch.Generator().manual_seed(14)
+    u = torch.linalg.qr(torch.randn(3, 24, 24, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(3, 40, 24, generator=g, dtype=torch.float64))[0]
+    s = torch.logspace(0, -4, 24, dtype=torch.float64) * torch.tensor([[1.0], [3e-3], [50.0]],
+                                                                      dtype=torch.float64)
+    m = (u * s[:, None, :]) @ v.mT
+    d = st.Direction(kind, method="svd", **kw)
+    base = d(m)
+    for c in (1e-6, 1e-2, 1e3):
+        torch.testing.assert_close(d(c * m), base, rtol=1e-7, atol=1e-9)
+    top = torch.linalg.matrix_norm(base, 2)
+    if kind == "clip":
+        assert (top <= 1 + 1e-9).all() and (top >= 0.9).all(), top
+    elif kw["p"] >= 0:  # 1 up to the power-iteration estimate of s_max (a lower bound)
+        assert (top >= 1 - 1e-9).all() and (top <= 1 + 1e-3).all(), top
+    else:  # the top direction gets 1, the small ones more, bounded by the ridge
+        assert (top >= 1 - 1e-9).all() and (top <= 5).all(), top
+    # the same matrices one by one: the batched call is per matrix
+    for i in range(3):
+        torch.testing.assert_close(d(m[i]), base[i], rtol=1e-9, atol=1e-12)
+    zero = d(torch.zeros(2, 5, 7))
+    assert torch.equal(zero, torch.zeros(2, 5, 7))
+
+
+def test_torch_normalised_power_at_p0_is_muon_bit_for_bit():
+    m = torch.randn(4, 16, 32, generator=torch.Generator().manual_seed(15))
+    assert torch.equal(st.Direction("power", p=0)(m), st.Direction("polar")(m))
+    sched = GridSchedule(lambda t: Fraction(0), Fraction(0), Fraction(0), 4)
+    assert torch.equal(st.Direction("power", p_schedule=sched)(m, 3), st.Direction("polar")(m))
+
+
+def test_torch_normalize_false_is_the_literal_map():
+    import spectral_ops
+    m = torch.randn(16, 32, generator=torch.Generator().manual_seed(16))
+    assert torch.equal(st.Direction("clip", tau=0.3, normalize=False)(m),
+                       spectral_ops.clip(m, 0.3))
+    assert torch.equal(st.Direction("power", p=0.5, normalize=False)(m),
+                       spectral_ops.power(m, 0.5))

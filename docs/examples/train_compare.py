@@ -8,7 +8,9 @@ and AdamW alone is the baseline. Every run: same seed, same batches.
 
 Run:  python docs/examples/train_compare.py [--steps 300] [--out docs/_static/train_compare.png]
 Prints a table (final loss averaged over the last 20 steps, accuracy on a held-out
-batch, steps per second) and saves the loss curves.
+batch, steps per second) and saves the loss curves. The spectral optimizers run
+with their defaults (scale-invariant directions) and, for MuCon, Muon^p and
+DynMuon, also with ``normalize=False`` (the literal maps; "literal" rows, not drawn).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def optimizers(model, steps):
         "MuCon (tau=0.5)": lambda: MuCon(groups, tau=0.5, **common),
         "Muon^p (p=1/2)": lambda: MuonP(groups, p=0.5, **common),
         "DynMuon": lambda: DynMuon(groups, p_schedule=dynmuon_schedule(steps), **common),
+        # the literal maps (absolute tau, raw powers), the defaults before `normalize`
+        "MuCon literal": lambda: MuCon(groups, tau=0.5, normalize=False, **common),
+        "Muon^p literal": lambda: MuonP(groups, p=0.5, normalize=False, **common),
+        "DynMuon literal": lambda: DynMuon(groups, p_schedule=dynmuon_schedule(steps),
+                                           normalize=False, **common),
         "AdamW": lambda: torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95)),
     }
 
@@ -80,9 +87,11 @@ def main(argv=None):
     teacher[4].weight.mul_(4.0)  # sharper teacher logits
     curves = {}
     print(f"{'optimizer':18s} {'first loss':>10s} {'final loss':>10s} {'accuracy':>9s} {'steps/s':>8s}")
-    for name in ("Muon", "MuCon (tau=0.5)", "Muon^p (p=1/2)", "DynMuon", "AdamW"):
+    for name in ("Muon", "MuCon (tau=0.5)", "Muon^p (p=1/2)", "DynMuon", "AdamW",
+                 "MuCon literal", "Muon^p literal", "DynMuon literal"):
         losses, rate, acc = run(name, args.steps, teacher)
-        curves[name] = losses
+        if "literal" not in name:  # the figure shows the defaults
+            curves[name] = losses
         final = sum(losses[-20:]) / 20
         print(f"{name:18s} {losses[0]:10.4f} {final:10.4f} {acc:9.3f} {rate:8.1f}")
     if args.out:

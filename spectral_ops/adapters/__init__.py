@@ -5,6 +5,6 @@ The framework-specific modules (``spectral_ops.adapters.torch``,
 so that ``import spectral_ops`` never imports a framework.
 """
 
-from .direction import Direction, SCALES, scale_factor  # framework-free
+from .direction import NONFINITE, SCALES, Direction, scale_factor  # framework-free
 
-__all__ = ["Direction", "SCALES", "scale_factor"]
+__all__ = ["Direction", "SCALES", "NONFINITE", "scale_factor"]

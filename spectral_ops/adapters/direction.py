@@ -1,11 +1,33 @@
-"""Framework-free pieces shared by the torch and optax adapters.
+r"""Framework-free pieces shared by the torch and optax adapters.
 
 The spectral-update rule of every optimizer here is
 
 1. momentum on the gradient (each ecosystem's own convention),
 2. a direction from the core: ``polar``, ``clip`` (``tau``) or ``power`` (``p``),
+   by default normalised so that it does not depend on the momentum's scale
+   (``normalize``, below),
 3. a shape-dependent scale of the learning rate (``SCALES``),
 4. decoupled weight decay.
+
+Scale-invariant directions (``normalize=True``, the default). For
+:math:`M = U\,\mathrm{diag}(s)\,V^T` (``m x n``, :math:`k = \min(m, n)`):
+
+* polar: :math:`UV^T` (unchanged; its spectral norm is 1 whatever :math:`\|M\|`).
+* clip: :math:`\operatorname{clip}(M, \tau)/\tau` with the radius relative to the
+  momentum's RMS singular value, :math:`\tau = t\,\|M\|_F/\sqrt{k}` (``t`` is the
+  user's ``tau``): singular values :math:`\min(s/\tau, 1)`, spectral norm at most 1
+  (exactly 1 for ``t <= 1``); ``t -> 0`` gives Muon.
+* power: :math:`U s^p V^T / s_{max}^p`: the top singular direction gets 1, as in
+  Muon; for ``p >= 0`` every other one :math:`(s/s_{max})^p \le 1`, so the
+  spectral norm is 1. ``p = 0`` is Muon's direction exactly (no division),
+  ``p = 1`` is :math:`M/\|M\|_2`. For ``p < 0`` (DynMuon's end, with the core's
+  ridge) the small directions get :math:`(s/s_{max})^p > 1`, bounded by the ridge.
+  :math:`s_{max}` is estimated by power iteration on :math:`M` (``SMAX_ITERATIONS``
+  steps from a fixed start vector, at least the largest row and column norm): two
+  matrix-vector products a step, against the map's dozens of matrix-matrix products.
+
+``normalize=False`` gives the papers' literal forms: ``clip(M, tau)`` with an
+absolute ``tau`` and the raw ``power(M, p)``.
 
 Fan-in and fan-out: torch stores a linear weight as ``(out, in)``, flax as
 ``(in, out)``. A weight of more than two dimensions is reshaped to a matrix by
@@ -15,14 +37,33 @@ the rule of its adapter (documented there) before the direction is computed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import InitVar, dataclass
 from fractions import Fraction
 from typing import Callable
+
+import array_api_compat
 
 import spectral_ops
 
 #: Learning-rate scale rules, by name. ``fan_out x fan_in`` is the matrix shape.
 SCALES = ("spectral", "rms", "jordan", "none")
+
+#: What an optimizer does with a gradient that holds NaN or inf (``nonfinite``):
+#: ``"skip"`` that parameter's step (update and state), ``"raise"`` before any
+#: state changes, ``"ignore"`` (no check: the non-finite values propagate).
+NONFINITE = ("skip", "raise", "ignore")
+
+#: Default ``tau`` of MuCon: relative (``normalize=True``: a multiple of the
+#: momentum's RMS singular value) and absolute (``normalize=False``).
+DEFAULT_TAU_RELATIVE = 0.5
+DEFAULT_TAU_ABSOLUTE = 1.0
+
+#: Power-iteration steps of the s_max estimate of normalised Muon^p / DynMuon.
+SMAX_ITERATIONS = 8
+
+_KINDS = ("polar", "clip", "power")
+_DEFAULT_OWNER = {"polar": "Muon", "clip": "MuCon", "power": "Muon^p"}
 
 
 def scale_factor(rule: str, fan_out: int, fan_in: int) -> float:
@@ -47,13 +88,78 @@ def scale_factor(rule: str, fan_out: int, fan_in: int) -> float:
     raise ValueError(f"scale must be one of {SCALES}; got {rule!r}.")
 
 
+# -- argument checks shared by the adapters ---------------------------------------------------
+
+def check_real(owner: str, name: str, value, *, lo=None, hi=None, lo_open=False,
+               hi_open=False, what: str = "") -> float:
+    """``value`` as a float, or a ``TypeError``/``ValueError`` naming ``owner``.
+
+    Accepts Python and NumPy real scalars (not bools); must be finite and in the
+    interval given by ``lo``/``hi`` (open ends with ``lo_open``/``hi_open``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        item = getattr(value, "item", None)  # a one-element array (e.g. a 0-d tensor)
+        if item is None or getattr(value, "ndim", None) != 0:
+            raise TypeError(f"{owner}: {name} must be a real number; got {value!r}.")
+        value = item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{owner}: {name} must be a real number; got {value!r}.")
+    v = float(value)
+    bad = not math.isfinite(v)
+    if lo is not None:
+        bad |= v <= lo if lo_open else v < lo
+    if hi is not None:
+        bad |= v >= hi if hi_open else v > hi
+    if bad:
+        lb = "" if lo is None else ("(" if lo_open else "[") + f"{lo}, "
+        ub = "" if hi is None else f"{hi}" + (")" if hi_open else "]")
+        rng = f"in {lb or '(-inf, '}{ub or 'inf)'}"
+        raise ValueError(f"{owner}: {name} must be {rng} and finite{what}; got {value!r}.")
+    return v
+
+
+def check_choice(owner: str, name: str, value, choices) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {tuple(choices)}; got {value!r}.")
+
+
+def check_bool(owner: str, name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be True or False; got {value!r}.")
+
+
+def check_int(owner: str, name: str, value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+        raise ValueError(f"{owner}: {name} must be an integer >= {lo}; got {value!r}.")
+    return int(value)
+
+
+def _methods(kind):
+    return {"polar": spectral_ops.POLAR_METHODS, "clip": spectral_ops.CLIP_METHODS,
+            "power": spectral_ops.POWER_METHODS}[kind]
+
+
+def _check_exponent(owner: str, what: str, p):
+    try:
+        return spectral_ops.rational_exponent(p)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{owner}: {what}{e}") from None
+
+
+# -- the direction ----------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Direction:
     """Which spectral map turns the momentum into an update direction.
 
-    ``kind`` is ``"polar"``, ``"clip"`` or ``"power"``; ``tau`` is clip's radius;
-    ``p`` a fixed exponent or ``p_schedule`` a callable step -> exponent;
+    ``kind`` is ``"polar"``, ``"clip"`` or ``"power"``; ``tau`` is clip's radius
+    (default ``DEFAULT_TAU_RELATIVE`` or ``DEFAULT_TAU_ABSOLUTE``); ``p`` a
+    fixed exponent in [-1, 1] or ``p_schedule`` a callable step -> exponent;
     ``method``, ``steps`` and ``compute_dtype`` pass through to the core.
+    ``normalize`` (default ``True``) makes clip's ``tau`` relative to the
+    momentum's RMS singular value and divides clip's output by its radius and
+    power's by :math:`s_{max}^p` (see the module docstring); ``False`` gives the
+    literal maps. ``owner`` (not stored) names the optimizer in error messages.
     """
 
     kind: str = "polar"
@@ -63,31 +169,154 @@ class Direction:
     p: float | Fraction | None = None
     p_schedule: Callable[[int], float] | None = None
     compute_dtype: object = None
+    normalize: bool = True
+    owner: InitVar[str | None] = None
 
-    def __post_init__(self):
-        if self.kind not in ("polar", "clip", "power"):
-            raise ValueError(f"direction must be 'polar', 'clip' or 'power'; got {self.kind!r}.")
-        if self.kind == "clip" and not (isinstance(self.tau, (int, float)) and self.tau > 0):
-            raise ValueError(f"MuCon needs tau > 0 (the spectral-norm radius); got {self.tau!r}.")
-        if self.kind == "power" and (self.p is None) == (self.p_schedule is None):
-            raise ValueError("power needs exactly one of p (a number) or p_schedule (a callable).")
-        if self.kind == "power" and self.steps is not None:
-            raise ValueError("steps does not apply to power (its step counts follow from p and "
-                             "the dtype); leave it as None.")
-        if self.p_schedule is not None and not callable(self.p_schedule):
-            raise ValueError(f"p_schedule must be callable (step -> p); got {self.p_schedule!r}.")
+    def __post_init__(self, owner):
+        if self.kind not in _KINDS:
+            raise ValueError(f"{owner or 'Direction'}: direction must be 'polar', 'clip' or "
+                             f"'power'; got {self.kind!r}.")
+        owner = owner or _DEFAULT_OWNER[self.kind]
+        check_bool(owner, "normalize", self.normalize)
+        methods = _methods(self.kind)
+        check_choice(owner, "method", self.method, methods)
+        if self.steps is not None:
+            if self.kind == "power":
+                raise ValueError(f"{owner}: steps does not apply to power (its step counts "
+                                 f"follow from p and the dtype); leave it as None.")
+            check_int(owner, "steps", self.steps, 1)
+        if self.kind != "clip" and self.tau is not None:
+            raise ValueError(f"{owner}: tau applies to clip (MuCon) only; got tau={self.tau!r}.")
+        if self.kind != "power" and (self.p is not None or self.p_schedule is not None):
+            raise ValueError(f"{owner}: p and p_schedule apply to power (Muon^p, DynMuon) only.")
+        if self.kind == "clip":
+            tau = self.tau
+            if tau is None:
+                tau = DEFAULT_TAU_RELATIVE if self.normalize else DEFAULT_TAU_ABSOLUTE
+            meaning = ("a multiple of the momentum's RMS singular value" if self.normalize
+                       else "the spectral-norm radius")
+            if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or \
+                    not (math.isfinite(tau) and tau > 0):
+                raise ValueError(f"{owner} needs tau > 0 and finite ({meaning}); got {tau!r}.")
+            object.__setattr__(self, "tau", float(tau))
+        if self.kind == "power":
+            if (self.p is None) == (self.p_schedule is None):
+                raise ValueError(f"{owner}: power needs exactly one of p (a number) or "
+                                 f"p_schedule (a callable).")
+            if self.p is not None:
+                _check_exponent(owner, "", self.p)
+            else:
+                if not callable(self.p_schedule):
+                    raise ValueError(f"{owner}: p_schedule must be callable (step -> p); got "
+                                     f"{self.p_schedule!r}.")
+                values = getattr(self.p_schedule, "values", None)
+                for v in (values if values is not None else (self.p_schedule(0),)):
+                    _check_exponent(owner, "a value of p_schedule: ", v)
 
     def exponent(self, step: int):
         """The exponent at ``step`` (0-based) for ``power``."""
         return self.p if self.p_schedule is None else self.p_schedule(step)
 
     def __call__(self, x, step: int = 0):
-        """Apply the map to a matrix or a stack of matrices ``x``."""
+        """Apply the map to a matrix or a stack of matrices ``x`` (one core call)."""
         if self.kind == "polar":
             return spectral_ops.polar(x, method=self.method, steps=self.steps,
                                       compute_dtype=self.compute_dtype)
         if self.kind == "clip":
-            return spectral_ops.clip(x, self.tau, method=self.method, steps=self.steps,
-                                     compute_dtype=self.compute_dtype)
-        return spectral_ops.power(x, self.exponent(step), method=self.method,
-                                  compute_dtype=self.compute_dtype)
+            if not self.normalize:
+                return spectral_ops.clip(x, self.tau, method=self.method, steps=self.steps,
+                                         compute_dtype=self.compute_dtype)
+            return _relative_clip(x, self.tau, self.method, self.steps, self.compute_dtype)
+        return self.power_direction(x, self.exponent(step))
+
+    def power_direction(self, x, p, smax=None):
+        """The ``power`` direction of ``x`` at exponent ``p`` (normalised unless
+        ``normalize=False``). ``smax``: :func:`smax_log` of ``x`` when already
+        computed (it does not depend on ``p``: e.g. shared by the branches of a
+        ``jax.lax.switch`` over a schedule's exponents)."""
+        q = spectral_ops.rational_exponent(p)  # as the core reads it
+        y = spectral_ops.power(x, q, method=self.method, compute_dtype=self.compute_dtype)
+        if not self.normalize or q == 0:
+            return y  # p = 0: Muon's direction, bit for bit
+        xp = array_api_compat.array_namespace(y)
+        log_s, pos = smax_log(x) if smax is None else smax
+        factor = xp.where(pos, xp.exp(-float(q) * log_s), xp.zeros_like(log_s))
+        return _times(y, factor)
+
+
+# -- normalisers (array API: NumPy, torch, JAX alike) -----------------------------------------
+
+def _wide(xp, x):
+    return x if x.dtype in (xp.float32, xp.float64) else xp.astype(x, xp.float32)
+
+
+def _prescaled(xp, x):
+    """``(x / amax, amax)`` per matrix, in float32 or wider: norms of the scaled
+    matrix neither overflow nor underflow (inputs from 1e-30 to 1e30 in float32)."""
+    xw = _wide(xp, x)
+    amax = xp.max(xp.abs(xw), axis=(-2, -1))
+    amax = xp.where(amax > 0, amax, xp.ones_like(amax))  # a zero matrix stays zero
+    return xw / amax[..., None, None], amax
+
+
+def _times(y, factor):
+    """``y * factor`` per matrix, rounded once to ``y``'s dtype."""
+    xp = array_api_compat.array_namespace(y)
+    yw = _wide(xp, y)
+    out = yw * factor[..., None, None]
+    return out if out.dtype == y.dtype else xp.astype(out, y.dtype)
+
+
+def _relative_clip(x, t, method, steps, compute_dtype):
+    r""":math:`\operatorname{clip}(x, \tau)/\tau` with :math:`\tau = t\|x\|_F/\sqrt{\min(m, n)}`
+    per matrix, as one batched core call (``tau`` one radius per matrix)."""
+    xp = array_api_compat.array_namespace(x)
+    k = min(x.shape[-2:])
+    if k == 0:
+        return spectral_ops.clip(x, 1.0, method=method, steps=steps, compute_dtype=compute_dtype)
+    xs, amax = _prescaled(xp, x)
+    fro = amax * xp.sqrt(xp.sum(xs * xs, axis=(-2, -1)))
+    tau = (t / math.sqrt(k)) * fro
+    # zero momentum (tau = 0) or a radius out of range: any radius gives the same
+    # direction for a zero matrix, and non-finite input propagates as NaN
+    tau = xp.where((tau > 0) & xp.isfinite(tau), tau, xp.ones_like(tau))
+    y = spectral_ops.clip(x, tau, method=method, steps=steps, compute_dtype=compute_dtype)
+    return _times(y, 1.0 / tau)
+
+
+def _smax_power(x, e):
+    r""":math:`s_{max}(x)^e` per matrix (0 where :math:`s_{max} = 0`)."""
+    xp = array_api_compat.array_namespace(x)
+    log_s, pos = smax_log(x)
+    return xp.where(pos, xp.exp(e * log_s), xp.zeros_like(log_s))
+
+
+def smax_log(x):
+    r"""``(log s_max, s_max > 0)`` per matrix, :math:`s_{max}` estimated by power
+    iteration (a lower bound; at least the largest row and column norm), in
+    float32 or wider; ``log s_max`` is 0 where :math:`s_{max} = 0`. Logs, because
+    :math:`s_{max}^p` itself may leave float32's range."""
+    xp = array_api_compat.array_namespace(x)
+    xs, amax = _prescaled(xp, x)
+    n = x.shape[-1]
+    if n == 0 or x.shape[-2] == 0:
+        zero = xp.zeros_like(amax)
+        return zero, zero > 0
+    # a fixed quasi-random start (golden-angle phases): deterministic, and not
+    # orthogonal to structured singular vectors (constant, alternating, zero-sum)
+    j = xp.arange(n, dtype=xs.dtype, device=array_api_compat.device(xs))
+    v = xp.sin(2.399963229728653 * j + 1.0)[:, None]
+    xt = xp.matrix_transpose(xs)
+    for _ in range(SMAX_ITERATIONS):
+        v = xt @ (xs @ v)
+        nv = xp.sqrt(xp.sum(v * v, axis=(-2, -1), keepdims=True))
+        v = v / xp.where(nv > 0, nv, xp.ones_like(nv))
+    xv = xs @ v
+    est = xp.sqrt(xp.sum(xv * xv, axis=(-2, -1)))  # a Rayleigh quotient: <= s_max
+    sq = xs * xs
+    rows = xp.sqrt(xp.max(xp.sum(sq, axis=-1), axis=-1))  # also lower bounds of s_max
+    cols = xp.sqrt(xp.max(xp.sum(sq, axis=-2), axis=-1))
+    est = xp.maximum(est, xp.maximum(rows, cols))
+    pos = est > 0
+    safe = xp.where(pos, est, xp.ones_like(est))
+    return xp.where(pos, xp.log(amax) + xp.log(safe), xp.zeros_like(est)), pos

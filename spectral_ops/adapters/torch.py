@@ -27,18 +27,26 @@ and device are stacked into one batched call of the core.
 
 from __future__ import annotations
 
+import inspect
 import math
 from fractions import Fraction
 from typing import Callable, Iterable
 
 import torch
 
-from .direction import SCALES, Direction, scale_factor
+from ._torch_dist import OwnerCompute
+from .direction import (NONFINITE, SCALES, Direction, check_bool, check_choice, check_int,
+                        check_real, scale_factor)
 
 __all__ = ["SpectralOptimizer", "Muon", "MuCon", "MuonP", "DynMuon", "Direction", "scale_factor",
-           "SCALES"]
+           "SCALES", "NONFINITE"]
 
 _STATE_KEYS_FP32 = ("momentum_buffer", "exp_avg", "exp_avg_sq")
+#: every per-parameter state entry this optimizer writes (and reads back)
+_STATE_KEYS = ("momentum_buffer", "step", "exp_avg", "exp_avg_sq")
+#: the parameter-group entries of every state dict this optimizer has written
+_GROUP_KEYS = ("lr", "momentum", "nesterov", "weight_decay", "scale", "adamw_lr", "adamw_betas",
+               "adamw_eps", "adamw_weight_decay", "spectral", "batch_dims")
 
 
 class SpectralOptimizer(torch.optim.Optimizer):
@@ -71,44 +79,107 @@ class SpectralOptimizer(torch.optim.Optimizer):
         ``torch.optim.lr_scheduler`` changes ``lr`` only; ``adamw_lr`` is a
         separate group entry (schedule it with a ``LambdaLR``-style callback of
         your own, or set ``group["adamw_lr"]`` each step).
+    process_group : "auto", None, ProcessGroup or 1-D DeviceMesh
+        Sharded and data-parallel training (docs/distributed.md): each matrix's
+        map is computed by one rank. DTensor parameters (FSDP2) use their own
+        mesh. Plain parameters use this group: ``"auto"``, the default group
+        when ``torch.distributed`` is initialised with several processes (DDP);
+        ``None``, no communication (every rank computes every map; for
+        parameters that differ between ranks, e.g. pipeline stages).
+    nonfinite : {"skip", "raise", "ignore"}
+        What a step does with a gradient holding NaN or inf, checked for every
+        parameter at the start of each step (one fused check per device).
+        ``"skip"`` (default): that parameter's step is skipped, its update and
+        its state (momentum, Adam moments; the step count still advances, so a
+        DynMuon schedule stays on the training loop's clock); the other
+        parameters step. On accelerators this runs without a host
+        synchronisation (a masked update); :meth:`nonfinite_skips` counts the
+        skipped parameter-steps. ``"raise"``: a ``FloatingPointError`` naming the
+        parameter's index and shape, before any parameter or state changes (one
+        synchronisation per step). ``"ignore"``: no check (NaN propagates, or the
+        core's SVD raises).
+
+    Copies: ``copy.deepcopy``, ``pickle`` and ``torch.save(optimizer)`` keep the
+    direction and the options, and a copy continues bit-identically (a
+    ``p_schedule`` must itself be picklable for ``pickle``/``torch.save``).
     """
 
     def __init__(self, params, lr: float = 0.02, *, direction: Direction, momentum: float = 0.95,
                  nesterov: bool = True, weight_decay: float = 0.0, scale: str = "spectral",
                  adamw_lr: float = 3e-4, adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8,
-                 adamw_weight_decay: float = 0.0):
-        if not lr >= 0:
-            raise ValueError(f"lr must be >= 0; got {lr!r}.")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1); got {momentum!r}.")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0; got {weight_decay!r}.")
-        if scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES}; got {scale!r}.")
+                 adamw_weight_decay: float = 0.0, process_group="auto",
+                 nonfinite: str = "skip"):
+        name = type(self).__name__
         if not isinstance(direction, Direction):
-            raise TypeError("direction must be a spectral_ops.adapters Direction.")
+            raise TypeError(f"{name}: direction must be a spectral_ops.adapters Direction; got "
+                            f"{type(direction).__name__}.")
+        check_choice(name, "nonfinite", nonfinite, NONFINITE)
+        if isinstance(adamw_betas, (tuple, list)):
+            adamw_betas = tuple(adamw_betas)
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        scale=scale, adamw_lr=adamw_lr, adamw_betas=tuple(adamw_betas),
+                        scale=scale, adamw_lr=adamw_lr, adamw_betas=adamw_betas,
                         adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
                         spectral=None, batch_dims=0)
-        super().__init__(params, defaults)
+        self._check_group(defaults, name)  # every argument, before any parameter is touched
         self.direction = direction
-        for group in self.param_groups:
-            for p in group["params"]:
-                if torch.is_complex(p):
-                    raise ValueError("complex parameters are not supported.")
-                if self._is_spectral(group, p) and p.ndim - group["batch_dims"] < 2:
-                    raise ValueError(
-                        f"a spectral parameter needs at least 2 dimensions after its "
-                        f"batch_dims={group['batch_dims']}; got shape {tuple(p.shape)}. Put it in "
-                        f"a group with spectral=False to give it AdamW.")
-                if self._is_spectral(group, p) and group["batch_dims"] and \
-                        p.ndim - group["batch_dims"] != 2:
-                    raise ValueError(
-                        f"with batch_dims={group['batch_dims']} a spectral parameter must have "
-                        f"exactly {group['batch_dims'] + 2} dimensions (a stack of (out, in) "
-                        f"matrices); got shape {tuple(p.shape)}. Reshape stacked convolution "
-                        f"kernels to (..., out, in * prod(kernel)) yourself.")
+        self.nonfinite = nonfinite
+        #: skipped parameter-steps (nonfinite="skip"), one counter per device
+        self._skips: dict = {}
+        super().__init__(params, defaults)
+        # sharded/data-parallel training: each map computed once, by its owner rank
+        self._owner_compute = OwnerCompute(process_group)
+
+    # -- construction checks ------------------------------------------------------------------
+    @staticmethod
+    def _check_group(group, name):
+        """Every hyperparameter of a group (or of the defaults), named in the error."""
+        check_real(name, "lr", group["lr"], lo=0)
+        check_real(name, "momentum", group["momentum"], lo=0, hi=1, hi_open=True)
+        check_bool(name, "nesterov", group["nesterov"])
+        check_real(name, "weight_decay", group["weight_decay"], lo=0)
+        check_choice(name, "scale", group["scale"], SCALES)
+        check_real(name, "adamw_lr", group["adamw_lr"], lo=0)
+        betas = group["adamw_betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{name}: adamw_betas must be a pair (beta1, beta2); got {betas!r}.")
+        for i, b in enumerate(betas):
+            check_real(name, f"adamw_betas[{i}]", b, lo=0, hi=1, hi_open=True)
+        check_real(name, "adamw_eps", group["adamw_eps"], lo=0, lo_open=True,
+                   what=" (a zero eps divides 0 by 0 where a gradient entry stays 0)")
+        check_real(name, "adamw_weight_decay", group["adamw_weight_decay"], lo=0)
+        if group["spectral"] is not None:
+            check_bool(name, "spectral", group["spectral"])
+        check_int(name, "batch_dims", group["batch_dims"], 0)
+
+    def add_param_group(self, param_group):
+        """As ``torch.optim.Optimizer.add_param_group``, checking the group's
+        hyperparameters and its parameters' shapes (nothing is added on error)."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self._check_params(group)
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    def _check_params(self, group):
+        name = type(self).__name__
+        self._check_group(group, name)
+        for p in group["params"]:
+            if torch.is_complex(p):
+                raise ValueError(f"{name}: complex parameters are not supported.")
+            if self._is_spectral(group, p) and p.ndim - group["batch_dims"] < 2:
+                raise ValueError(
+                    f"{name}: a spectral parameter needs at least 2 dimensions after its "
+                    f"batch_dims={group['batch_dims']}; got shape {tuple(p.shape)}. Put it in "
+                    f"a group with spectral=False to give it AdamW.")
+            if self._is_spectral(group, p) and group["batch_dims"] and \
+                    p.ndim - group["batch_dims"] != 2:
+                raise ValueError(
+                    f"{name}: with batch_dims={group['batch_dims']} a spectral parameter must have "
+                    f"exactly {group['batch_dims'] + 2} dimensions (a stack of (out, in) "
+                    f"matrices); got shape {tuple(p.shape)}. Reshape stacked convolution "
+                    f"kernels to (..., out, in * prod(kernel)) yourself.")
 
     @staticmethod
     def _is_spectral(group, p) -> bool:
@@ -128,6 +199,7 @@ class SpectralOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        work = []
         for group in self.param_groups:
             spectral, adam = [], []
             for p in group["params"]:
@@ -136,17 +208,89 @@ class SpectralOptimizer(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("sparse gradients are not supported.")
                 (spectral if self._is_spectral(group, p) else adam).append(p)
+            work.append((group, spectral, adam))
+        # the non-finite policy, for every parameter before any state changes
+        ok = self._finite_flags([p for _, s, a in work for p in s + a])
+        for group, spectral, adam in work:
             if spectral:
-                self._spectral_step(group, spectral)
+                self._spectral_step(group, spectral, ok)
             if adam:
-                self._adamw_step(group, adam)
+                self._adamw_step(group, adam, ok)
         return loss
+
+    # -- non-finite gradients -----------------------------------------------------------------
+    def _finite_flags(self, params):
+        """``None`` (nothing to mask) or ``{param: 0-d bool tensor}`` on each param's device.
+
+        One fused max-abs reduction per device and dtype (``torch._foreach_norm`` with
+        ``ord=inf``: NaN and inf propagate, and no finite value overflows). On the
+        CPU the flags are read back (free) and an all-finite step takes the plain
+        path; elsewhere ``"skip"`` masks without a synchronisation. ``"raise"``
+        synchronises once per device and dtype.
+        """
+        if self.nonfinite == "ignore" or not params:
+            return None
+        by_device: dict = {}
+        for p in params:  # by device and dtype: one fused reduction each, in the grads' dtype
+            by_device.setdefault((p.grad.device, p.grad.dtype), []).append(p)
+        flags = {}
+        for (device, _), ps in by_device.items():
+            grads = [p.grad for p in ps]
+            if all(type(g) is torch.Tensor for g in grads):
+                fs = torch.stack(torch._foreach_norm(grads, math.inf)).isfinite()
+            else:  # tensor subclasses (e.g. DTensor): one reduction each
+                fs = [torch.isfinite(g).all() for g in grads]
+                fs = torch.stack([f.full_tensor() if hasattr(f, "full_tensor") else f
+                                  for f in fs])
+            if self.nonfinite == "raise" or device.type == "cpu":
+                bad = [p for p, f in zip(ps, fs.tolist()) if not f]
+                if bad and self.nonfinite == "raise":
+                    self._raise_nonfinite(bad[0])
+                if bad:  # mask only those
+                    flags.update((p, torch.zeros((), dtype=torch.bool)) for p in bad)
+                    self._skips[device] = self._skips.get(device, 0) + len(bad)
+                continue
+            flags.update(zip(ps, fs.unbind(0)))
+            counter = self._skips.get(device)
+            self._skips[device] = (~fs).sum() if counter is None else counter + (~fs).sum()
+        return flags or None
+
+    def _raise_nonfinite(self, p):
+        index, gi = 0, 0
+        for gi, group in enumerate(self.param_groups):
+            if any(q is p for q in group["params"]):
+                index += next(i for i, q in enumerate(group["params"]) if q is p)
+                break
+            index += len(group["params"])
+        raise FloatingPointError(
+            f"{type(self).__name__}: the gradient of parameter {index} (group {gi}, shape "
+            f"{tuple(p.shape)}) holds NaN or inf; nothing was updated. nonfinite='skip' "
+            f"skips that parameter's step instead.")
+
+    def nonfinite_skips(self) -> int:
+        """Parameter-steps skipped for a non-finite gradient (``nonfinite="skip"``)
+        since this optimizer was made (reading it synchronises with the device)."""
+        return int(sum(int(c) for c in self._skips.values()))
+
+    def _apply_update(self, p, d, lr, wd, k, ok=None):
+        """``p <- (1 - lr wd) p - lr k d``; where ``ok[p]`` is false, ``p`` is unchanged."""
+        d = d.reshape(p.shape).to(p.dtype)
+        f = None if ok is None else ok.get(p)
+        if f is None:
+            if wd:
+                p.mul_(1 - lr * wd)
+            p.add_(d, alpha=-lr * k)
+            return
+        # the same arithmetic out of place, then one select (no host synchronisation)
+        new = p.mul(1 - lr * wd) if wd else p.clone()
+        new.add_(d, alpha=-lr * k)
+        p.copy_(torch.where(f, new, p))
 
     def _state_dtype(self, p):
         # 16-bit parameters keep float32 optimizer state
         return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
 
-    def _spectral_step(self, group, params):
+    def _spectral_step(self, group, params, ok=None):
         mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
         buckets: dict = {}
         for p in params:
@@ -156,25 +300,33 @@ class SpectralOptimizer(torch.optim.Optimizer):
                 state["step"] = 0
             buf = state["momentum_buffer"]
             g = p.grad.to(buf.dtype)
+            if ok is not None and p in ok:
+                # a skipped parameter: lerp towards the buffer itself leaves it exact,
+                # and its (finite) direction is discarded by _apply_update
+                g = torch.where(ok[p], g, buf)
             buf.lerp_(g, 1 - mu)
             upd = g.lerp(buf, mu) if group["nesterov"] else buf
             shape = self._matrix_shape(p, group["batch_dims"])
             key = (shape, upd.dtype, upd.device, state["step"])
             buckets.setdefault(key, []).append((p, upd.reshape(shape)))
             state["step"] += 1
-        for (shape, _, _, step), items in buckets.items():
-            # one batched call of the core for all matrices of this shape
-            stack = torch.stack([u for _, u in items]) if len(items) > 1 else items[0][1]
-            out = self.direction(stack, step)
-            outs = out.unbind(0) if len(items) > 1 else [out]
+        # under DDP/FSDP2/DTensor: every bucket's directions, each map on its owner rank
+        shared = self._owner_compute.directions(self.direction, buckets)
+        for key, items in buckets.items():
+            shape, step = key[0], key[-1]
+            if shared is not None:
+                outs = shared[key]
+            else:
+                # one batched call of the core for all matrices of this shape
+                stack = torch.stack([u for _, u in items]) if len(items) > 1 else items[0][1]
+                out = self.direction(stack, step)
+                outs = out.unbind(0) if len(items) > 1 else [out]
             fan_out, fan_in = shape[-2], shape[-1]
             k = scale_factor(group["scale"], fan_out, fan_in)
             for (p, _), d in zip(items, outs):
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(d.reshape(p.shape).to(p.dtype), alpha=-lr * k)
+                self._apply_update(p, d, lr, wd, k, ok)
 
-    def _adamw_step(self, group, params):
+    def _adamw_step(self, group, params, ok=None):
         lr, (b1, b2) = group["adamw_lr"], group["adamw_betas"]
         eps, wd = group["adamw_eps"], group["adamw_weight_decay"]
         for p in params:
@@ -185,18 +337,33 @@ class SpectralOptimizer(torch.optim.Optimizer):
                 state["step"] = 0
             state["step"] += 1
             t = state["step"]
-            g = p.grad.to(state["exp_avg"].dtype)
-            state["exp_avg"].lerp_(g, 1 - b1)
-            state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (state["exp_avg_sq"] / (1 - b2**t)).sqrt_().add_(eps)
-            if wd:
-                p.mul_(1 - lr * wd)
-            p.add_((state["exp_avg"] / (1 - b1**t) / denom).to(p.dtype), alpha=-lr)
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            g = p.grad.to(m.dtype)
+            f = None if ok is None else ok.get(p)
+            if f is None:
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            else:  # the same arithmetic out of place; a skipped parameter keeps its moments
+                m.copy_(torch.where(f, m.lerp(g, 1 - b1), m))
+                v.copy_(torch.where(f, v.mul(b2).addcmul_(g, g, value=1 - b2), v))
+            denom = (v / (1 - b2**t)).sqrt_().add_(eps)
+            self._apply_update(p, m / (1 - b1**t) / denom, lr, wd, 1, ok)
 
     def load_state_dict(self, state_dict):
         """As ``torch.optim.Optimizer.load_state_dict``, keeping float32 state of
         16-bit parameters in float32 (the base class would cast it to the
-        parameter's dtype)."""
+        parameter's dtype).
+
+        A state dict of another optimizer (e.g. ``torch.optim.Adam`` or ``SGD``)
+        is refused with a ``ValueError`` before anything changes: its groups
+        lack this optimizer's hyperparameters. State dicts written by earlier
+        versions of these optimizers load; a group entry added since takes this
+        optimizer's current value.
+        """
+        self._check_state_dict(state_dict)
+        groups = [{**{k: v for k, v in ours.items() if k != "params"}, **saved}
+                  for saved, ours in zip(state_dict["param_groups"], self.param_groups)]
+        state_dict = {**state_dict, "param_groups": groups}
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         for idx, saved in state_dict["state"].items():
@@ -205,12 +372,76 @@ class SpectralOptimizer(torch.optim.Optimizer):
                 if key in saved:
                     self.state[p][key] = saved[key].detach().clone().to(device=p.device)
 
+    def _check_state_dict(self, state_dict):
+        where = f"{type(self).__name__}.load_state_dict"
+        if not (isinstance(state_dict, dict) and "state" in state_dict
+                and "param_groups" in state_dict):
+            raise ValueError(f"{where}: expected a dict with 'state' and 'param_groups' (from "
+                             f"optimizer.state_dict()); got {type(state_dict).__name__}.")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"{where}: the state dict has {len(saved_groups)} parameter "
+                             f"groups, this optimizer {len(self.param_groups)}.")
+        for i, (saved, ours) in enumerate(zip(saved_groups, self.param_groups)):
+            missing = [k for k in _GROUP_KEYS if k not in saved]
+            if missing:
+                raise ValueError(
+                    f"{where}: not a state dict of a spectral_ops optimizer: parameter group "
+                    f"{i} lacks {missing} (it has {sorted(k for k in saved if k != 'params')}, "
+                    f"e.g. from torch.optim.Adam or SGD). Load it into the optimizer class "
+                    f"that wrote it, or start this one fresh.")
+            if len(saved["params"]) != len(ours["params"]):
+                raise ValueError(f"{where}: parameter group {i} has {len(saved['params'])} "
+                                 f"parameters in the state dict, {len(ours['params'])} here.")
+            for pid, p in zip(saved["params"], ours["params"]):
+                st = state_dict["state"].get(pid)
+                if not st:
+                    continue
+                unknown = sorted(set(st) - set(_STATE_KEYS))
+                if unknown:
+                    raise ValueError(f"{where}: parameter {pid} has state entries {unknown} that "
+                                     f"this optimizer does not write (another optimizer's?).")
+                for key in _STATE_KEYS_FP32:
+                    if key in st and tuple(st[key].shape) != tuple(p.shape):
+                        raise ValueError(
+                            f"{where}: {key} of parameter {pid} has shape "
+                            f"{tuple(st[key].shape)}, the parameter {tuple(p.shape)}.")
+
+    # -- copies: deepcopy, pickle, torch.save(optimizer) ---------------------------------------
+    #: attributes beyond torch's defaults/state/param_groups that a copy keeps
+    _PICKLED_ATTRS = ("direction", "nonfinite", "_skips", "_owner_compute")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.update((k, self.__dict__[k]) for k in self._PICKLED_ATTRS if k in self.__dict__)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("nonfinite", "skip")
+        self.__dict__.setdefault("_skips", {})
+
+
+def _check_options(name, kwargs, hints=None):
+    """Refuse keyword arguments that ``SpectralOptimizer`` does not take, naming the preset."""
+    allowed = set(inspect.signature(SpectralOptimizer.__init__).parameters) - {
+        "self", "params", "lr", "direction"}
+    for key in kwargs:
+        if key not in allowed:
+            hint = (hints or {}).get(key, "")
+            raise TypeError(f"{name}() got an unexpected keyword argument {key!r}{hint}.")
+
+
+_POWER_HINTS = {"steps": " (power's step counts follow from p and the dtype)",
+                "tau": " (tau is MuCon's)"}
+
 
 class Muon(SpectralOptimizer):
     """Muon: the polar factor of the momentum (:func:`spectral_ops.polar`).
 
     ``Muon(params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-    method="auto", steps=None, scale="spectral", compute_dtype=None, **adamw)``.
+    method="auto", steps=None, scale="spectral", compute_dtype=None, **options)``,
+    ``options`` those of :class:`SpectralOptimizer` (``adamw_*``, ``nonfinite``, ...).
     With ``method="jordan", steps=5, scale="jordan", compute_dtype=torch.bfloat16``
     it reproduces ``torch.optim.Muon``: after 10 steps the parameters differ by
     less than twice what ``torch.optim.Muon`` itself changes under one bfloat16
@@ -219,52 +450,84 @@ class Muon(SpectralOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 0.02, momentum: float = 0.95,
                  nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
-                 steps: int | None = None, scale: str = "spectral", compute_dtype=None, **adamw):
+                 steps: int | None = None, scale: str = "spectral", compute_dtype=None,
+                 **options):
+        name = type(self).__name__
+        _check_options(name, options, {"tau": " (tau is MuCon's)",
+                                       "p": " (p is MuonP's)", "normalize": " (Muon's direction "
+                                       "is scale-invariant already)"})
         super().__init__(params, lr, direction=Direction("polar", method, steps,
-                                                         compute_dtype=compute_dtype),
+                                                         compute_dtype=compute_dtype, owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                         scale=scale, **adamw)
+                         scale=scale, **options)
 
 
 class MuCon(SpectralOptimizer):
-    """MuCon: the momentum with its singular values clipped at ``tau``
-    (:func:`spectral_ops.clip`). ``scale="spectral"`` then bounds the step's
-    spectral norm by ``lr * tau * sqrt(fan_out / fan_in)``."""
+    r"""MuCon: the momentum with its singular values clipped (:func:`spectral_ops.clip`).
 
-    def __init__(self, params: Iterable, lr: float = 0.02, tau: float = 1.0,
+    ``normalize=True`` (default): the radius is relative, ``tau`` times the
+    momentum's RMS singular value :math:`\|M\|_F/\sqrt{\min(m, n)}` per matrix
+    (default ``tau=0.5``), and the direction is ``clip(M, radius) / radius``: its
+    singular values are :math:`\min(s/\text{radius}, 1)`, so the step's spectral
+    norm is at most ``lr * sqrt(fan_out / fan_in)`` (``scale="spectral"``), as
+    Muon's, whatever the gradient's scale; ``tau -> 0`` approaches Muon.
+    ``normalize=False``: MuCon's literal ``clip(M, tau)`` with an absolute
+    ``tau`` (default 1.0); the step's spectral norm is then at most
+    ``lr * tau * sqrt(fan_out / fan_in)``.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.02, tau: float | None = None,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
                  method: str = "auto", steps: int | None = None, scale: str = "spectral",
-                 compute_dtype=None, **adamw):
+                 compute_dtype=None, normalize: bool = True, **options):
+        name = type(self).__name__
+        _check_options(name, options, {"p": " (p is MuonP's)"})
         super().__init__(params, lr, direction=Direction("clip", method, steps, tau=tau,
-                                                         compute_dtype=compute_dtype),
+                                                         compute_dtype=compute_dtype,
+                                                         normalize=normalize, owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                         scale=scale, **adamw)
+                         scale=scale, **options)
 
 
 class MuonP(SpectralOptimizer):
     """Muon^p: the fractional power ``U S^p V^T`` of the momentum
-    (:func:`spectral_ops.power`); ``p = 0`` is Muon."""
+    (:func:`spectral_ops.power`), ``p`` in [-1, 1]; ``p = 0`` is Muon.
+
+    ``normalize=True`` (default): the direction is divided by :math:`s_{max}^p`
+    (estimated per matrix by power iteration), so its top singular value is 1
+    as in Muon and, for ``p >= 0``, its spectral norm is 1 whatever the
+    gradient's scale. ``normalize=False``: the literal ``U S^p V^T``.
+    """
 
     def __init__(self, params: Iterable, lr: float = 0.02, p: float | Fraction = 0.5,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
-                 method: str = "auto", scale: str = "spectral", compute_dtype=None, **adamw):
+                 method: str = "auto", scale: str = "spectral", compute_dtype=None,
+                 normalize: bool = True, **options):
+        name = type(self).__name__
+        _check_options(name, options, _POWER_HINTS)
         super().__init__(params, lr, direction=Direction("power", method, p=p,
-                                                         compute_dtype=compute_dtype),
+                                                         compute_dtype=compute_dtype,
+                                                         normalize=normalize, owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                         scale=scale, **adamw)
+                         scale=scale, **options)
 
 
 class DynMuon(SpectralOptimizer):
     """DynMuon: Muon^p with the exponent ``p_schedule(step)`` (step counted from 0
-    per parameter), e.g. :func:`spectral_ops.schedules.dynmuon_schedule`."""
+    per parameter), e.g. :func:`spectral_ops.schedules.dynmuon_schedule`;
+    ``normalize`` as for :class:`MuonP`."""
 
     def __init__(self, params: Iterable, lr: float = 0.02, p_schedule: Callable | None = None,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
-                 method: str = "auto", scale: str = "spectral", compute_dtype=None, **adamw):
+                 method: str = "auto", scale: str = "spectral", compute_dtype=None,
+                 normalize: bool = True, **options):
+        name = type(self).__name__
         if p_schedule is None:
-            raise ValueError("DynMuon needs p_schedule, e.g. "
+            raise ValueError(f"{name} needs p_schedule, e.g. "
                              "spectral_ops.schedules.dynmuon_schedule(total_steps).")
+        _check_options(name, options, _POWER_HINTS)
         super().__init__(params, lr, direction=Direction("power", method, p_schedule=p_schedule,
-                                                         compute_dtype=compute_dtype),
+                                                         compute_dtype=compute_dtype,
+                                                         normalize=normalize, owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                         scale=scale, **adamw)
+                         scale=scale, **options)
