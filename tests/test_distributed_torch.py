@@ -496,9 +496,6 @@ def test_dcp_checkpoint_from_4_processes_resumes_on_2(runs, reference, name):
     assert _close(resumed2, reference[name])
 
 
-@pytest.mark.xfail(reason="SpectralOptimizer.load_state_dict indexes the saved state by "
-                          "position (int(key)); DCP's set_state_dict passes it keyed by "
-                          "parameter name", strict=False)
 @pytest.mark.parametrize("name", ["muon", "dynmuon"])
 def test_dcp_set_state_dict_loads_the_optimizer(runs, name):
     assert runs[2][0][("dcp-standard", name)] is None

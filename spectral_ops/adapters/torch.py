@@ -365,9 +365,14 @@ class SpectralOptimizer(torch.optim.Optimizer):
                   for saved, ours in zip(state_dict["param_groups"], self.param_groups)]
         state_dict = {**state_dict, "param_groups": groups}
         super().load_state_dict(state_dict)
-        params = [p for g in self.param_groups for p in g["params"]]
+        # saved keys as the base class maps them: through the groups' "params" lists
+        # (positions from state_dict(), parameter names from torch.distributed.checkpoint)
+        by_key = {k: p for saved, ours in zip(groups, self.param_groups)
+                  for k, p in zip(saved["params"], ours["params"])}
         for idx, saved in state_dict["state"].items():
-            p = params[int(idx)]
+            p = by_key.get(idx)
+            if p is None:
+                continue
             for key in _STATE_KEYS_FP32:
                 if key in saved:
                     self.state[p][key] = saved[key].detach().clone().to(device=p.device)
