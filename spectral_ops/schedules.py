@@ -63,6 +63,46 @@ def _on_grid(p: float, denominator: int) -> Fraction:
     return Fraction(round(p * denominator), denominator)
 
 
+# Module-level callables (not closures), so that schedules, and optimizers that
+# hold them, pickle and torch.save.
+class _Logistic:
+    def __init__(self, total_steps, p_max, p_min, center, width, denominator):
+        self.args = (total_steps, p_max, p_min, center, width, denominator)
+
+    def __call__(self, step: int) -> Fraction:
+        total_steps, p_max, p_min, center, width, denominator = self.args
+        z = (step / total_steps - center) / width
+        # logistic, written to stay finite for large |z|
+        frac = math.exp(-z) / (1.0 + math.exp(-z)) if z > 0 else 1.0 / (1.0 + math.exp(z))
+        return _on_grid(p_min + (p_max - p_min) * frac, denominator)
+
+
+class _Linear:
+    def __init__(self, total_steps, p_start, p_end, denominator):
+        self.args = (total_steps, p_start, p_end, denominator)
+
+    def __call__(self, step: int) -> Fraction:
+        total_steps, p_start, p_end, denominator = self.args
+        f = min(max(step / total_steps, 0.0), 1.0)
+        return _on_grid(p_start + (p_end - p_start) * f, denominator)
+
+
+class _Cosine(_Linear):
+    def __call__(self, step: int) -> Fraction:
+        total_steps, p_start, p_end, denominator = self.args
+        f = min(max(step / total_steps, 0.0), 1.0)
+        return _on_grid(p_end + (p_start - p_end) * 0.5 * (1 + math.cos(math.pi * f)),
+                        denominator)
+
+
+class _Constant:
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, step: int) -> Fraction:
+        return self.value
+
+
 def dynmuon_schedule(total_steps: int, *, p_max: float = 1.0, p_min: float = -0.25,
                      center: float = 0.04, width: float = 0.04,
                      denominator: int = 16) -> Schedule:
@@ -98,13 +138,7 @@ def dynmuon_schedule(total_steps: int, *, p_max: float = 1.0, p_min: float = -0.
     _check(total_steps, p_max, p_min, denominator)
     if not width > 0:
         raise ValueError(f"width must be positive; got {width!r}.")
-
-    def schedule(step: int) -> Fraction:
-        z = (step / total_steps - center) / width
-        # logistic, written to stay finite for large |z|
-        frac = math.exp(-z) / (1.0 + math.exp(-z)) if z > 0 else 1.0 / (1.0 + math.exp(z))
-        return _on_grid(p_min + (p_max - p_min) * frac, denominator)
-
+    schedule = _Logistic(total_steps, p_max, p_min, center, width, denominator)
     return GridSchedule(schedule, schedule(0), _on_grid(p_min, denominator), denominator)
 
 
@@ -112,11 +146,7 @@ def linear_schedule(total_steps: int, p_start: float, p_end: float, *,
                     denominator: int = 16) -> Schedule:
     """Straight line from ``p_start`` (step 0) to ``p_end`` (``total_steps`` and after)."""
     _check(total_steps, p_start, p_end, denominator)
-
-    def schedule(step: int) -> Fraction:
-        f = min(max(step / total_steps, 0.0), 1.0)
-        return _on_grid(p_start + (p_end - p_start) * f, denominator)
-
+    schedule = _Linear(total_steps, p_start, p_end, denominator)
     return GridSchedule(schedule, schedule(0), schedule(total_steps), denominator)
 
 
@@ -124,12 +154,7 @@ def cosine_schedule(total_steps: int, p_start: float, p_end: float, *,
                     denominator: int = 16) -> Schedule:
     """Half cosine from ``p_start`` (step 0) to ``p_end`` (``total_steps`` and after)."""
     _check(total_steps, p_start, p_end, denominator)
-
-    def schedule(step: int) -> Fraction:
-        f = min(max(step / total_steps, 0.0), 1.0)
-        return _on_grid(p_end + (p_start - p_end) * 0.5 * (1 + math.cos(math.pi * f)),
-                        denominator)
-
+    schedule = _Cosine(total_steps, p_start, p_end, denominator)
     return GridSchedule(schedule, schedule(0), schedule(total_steps), denominator)
 
 
@@ -141,6 +166,6 @@ def constant_schedule(p: float, *, denominator: int = 16) -> Schedule:
     """
     _check(1, p, p, denominator)
     value = _on_grid(float(p), denominator) if not isinstance(p, Fraction) else p
-    out = GridSchedule(lambda step: value, value, value, denominator)
+    out = GridSchedule(_Constant(value), value, value, denominator)
     out.values = (value,)
     return out

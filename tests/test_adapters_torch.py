@@ -619,3 +619,24 @@ def test_torch_normalize_false_is_the_literal_map():
                        spectral_ops.clip(m, 0.3))
     assert torch.equal(st.Direction("power", p=0.5, normalize=False)(m),
                        spectral_ops.power(m, 0.5))
+
+
+def test_dynmuon_with_library_schedule_pickles_and_continues_bit_identically():
+    import pickle
+
+    from spectral_ops.schedules import cosine_schedule, dynmuon_schedule, linear_schedule
+
+    for schedule in (dynmuon_schedule(50), linear_schedule(20, 1, 0), cosine_schedule(20, 1, -0.25)):
+        p = [torch.nn.Parameter(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)))]
+        opt = st.DynMuon(p, p_schedule=schedule)
+        p[0].grad = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
+        opt.step()
+        buf = io.BytesIO()
+        torch.save(opt, buf)
+        buf.seek(0)
+        copies = [opt, torch.load(buf, weights_only=False), pickle.loads(pickle.dumps(opt))]
+        for o in copies:
+            o.param_groups[0]["params"][0].grad = torch.ones(8, 16)
+            o.step()
+        ref = copies[0].param_groups[0]["params"][0]
+        assert all(torch.equal(ref, c.param_groups[0]["params"][0]) for c in copies[1:])
