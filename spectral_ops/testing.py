@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPECTRA", "spectrum", "make_matrix", "from_spectrum", "torch_muon_newton_schulz"]
+__all__ = ["SPECTRA", "spectrum", "make_matrix", "from_spectrum", "torch_muon_newton_schulz",
+           "teacher_student_task"]
 
 #: Spectrum kinds :func:`spectrum` knows.
 SPECTRA = ("gaussian", "ill", "gradient", "rank_deficient", "flat")
@@ -118,3 +119,27 @@ def torch_muon_newton_schulz():
                       f"no longer takes (grad, coefficients, steps, eps)")
     coefficients = (3.4445, -4.7750, 2.0315)
     return (lambda G: kernel(G, coefficients, 5, 1e-7)), None
+
+
+def teacher_student_task(seed: int = 0, sizes=(32, 64, 64, 8), samples: int = 256):
+    """A small regression task for optimizer tests: a tanh teacher MLP labels Gaussian inputs.
+
+    Returns ``(weights, biases, x, y)`` as float32 NumPy arrays: the student's
+    initial weights in torch's ``(out, in)`` layout (a teacher of gain 2, a
+    student of gain 1, both scaled by ``1/sqrt(fan_in)``), zero biases, the
+    inputs ``(samples, sizes[0])`` and the teacher's outputs ``(samples, sizes[-1])``.
+    """
+    rng = np.random.default_rng(seed)
+
+    def layers(gain):
+        return [(gain * rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
+                for i, o in zip(sizes[:-1], sizes[1:])]
+    teacher, student = layers(2.0), layers(1.0)
+    x = rng.standard_normal((samples, sizes[0])).astype(np.float32)
+    h = x
+    for i, w in enumerate(teacher):
+        h = h @ w.T
+        if i < len(teacher) - 1:
+            h = np.tanh(h)
+    biases = [np.zeros(o, np.float32) for o in sizes[1:]]
+    return student, biases, x, h.astype(np.float32)

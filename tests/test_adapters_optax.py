@@ -208,19 +208,10 @@ def test_optax_arguments_are_checked_with_the_function_name():
 def _mlp_loss(tx, steps=30):
     """The task of docs/plots/optimizer_scale_table.py (a tanh teacher-student
     regression, 32-64-64-8, 256 samples) in flax layout, one jitted step."""
-    rng = np.random.default_rng(0)
-    sizes = (32, 64, 64, 8)
+    from spectral_ops.testing import teacher_student_task
 
-    def layers(gain):
-        return [(gain * rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
-                for i, o in zip(sizes[:-1], sizes[1:])]
-    teacher, student = layers(2.0), layers(1.0)
-    x = rng.standard_normal((256, sizes[0])).astype(np.float32)
-    h = x
-    for i, w in enumerate(teacher):
-        h = h @ w.T
-        h = np.tanh(h) if i < 2 else h
-    x, y = jnp.asarray(x), jnp.asarray(h.astype(np.float32))
+    student, _, x, y = teacher_student_task(0)
+    x, y = jnp.asarray(x), jnp.asarray(y)
     params = {f"l{i}": {"kernel": jnp.asarray(w.T), "bias": jnp.zeros(w.shape[0])}
               for i, w in enumerate(student)}
 

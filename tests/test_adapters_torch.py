@@ -531,21 +531,12 @@ def test_torch_bad_adamw_betas_fail_before_any_parameter_moves():
 def _mlp_task(seed=0):
     """The task of docs/plots/optimizer_scale_table.py: a tanh teacher-student
     regression (32-64-64-8, 256 samples), in torch's (out, in) layout."""
-    rng = np.random.default_rng(seed)
-    sizes = (32, 64, 64, 8)
+    from spectral_ops.testing import teacher_student_task
 
-    def layers(gain):
-        return [(gain * rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
-                for i, o in zip(sizes[:-1], sizes[1:])]
-    teacher, student = layers(2.0), layers(1.0)
-    x = rng.standard_normal((256, sizes[0])).astype(np.float32)
-    h = x
-    for i, w in enumerate(teacher):
-        h = h @ w.T
-        h = np.tanh(h) if i < 2 else h
+    student, biases, x, y = teacher_student_task(seed)
     ws = [torch.nn.Parameter(torch.from_numpy(w)) for w in student]
-    bs = [torch.nn.Parameter(torch.zeros(o)) for o in sizes[1:]]
-    x, y = torch.from_numpy(x), torch.from_numpy(h.astype(np.float32))
+    bs = [torch.nn.Parameter(torch.from_numpy(b)) for b in biases]
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
 
     def loss():
         z = x

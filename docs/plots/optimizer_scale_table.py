@@ -35,20 +35,9 @@ LR = 0.02
 
 def task(seed: int = 0):
     """``(student weights [(out, in)], student biases, x, y)`` as NumPy float32."""
-    rng = np.random.default_rng(seed)
+    from spectral_ops.testing import teacher_student_task
 
-    def layers(gain):
-        return [(gain * rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
-                for i, o in zip(SIZES[:-1], SIZES[1:])]
-    teacher, student = layers(2.0), layers(1.0)
-    x = rng.standard_normal((SAMPLES, SIZES[0])).astype(np.float32)
-    h = x
-    for i, w in enumerate(teacher):
-        h = h @ w.T
-        if i < len(teacher) - 1:
-            h = np.tanh(h)
-    biases = [np.zeros(o, np.float32) for o in SIZES[1:]]
-    return student, biases, x, h.astype(np.float32)
+    return teacher_student_task(seed, SIZES, SAMPLES)
 
 
 def torch_run(factory, steps: int = STEPS, seed: int = 0):
