@@ -359,7 +359,7 @@ def _power_numbers(S):
         for p in positive + ("-1/4",):
             pp = plan(p, shape)
             k = f"{p.replace('/', '_').replace('-', 'm')}_{_key(shape)}"
-            S[f"power_{k}"] = f"{pp.polar_steps} + {pp.newton_steps}, {pp.matmuls}, " \
+            S[f"power_{k}"] = f"{pp.polar_steps} + {pp.root_steps}, {pp.matmuls}, " \
                               f"{_gflop(pp.flops)}"
             S[f"power_route_{k}"] = f"{pp.route}, {pp.root}"
             S[f"power_vs_polar_{k}"] = f"{pp.flops / pe.flops:.2f}"
@@ -367,12 +367,20 @@ def _power_numbers(S):
             [plan(p, shape).flops / pe.flops for p in positive], "{:.1f}")
     S["power_vs_polar_a4"] = S.pop("power_vs_polar_256x1024")
     S["power_vs_polar_square"] = S.pop("power_vs_polar_512x512")
-    S["power_newton_steps_f32"] = _span([plan(p).newton_steps for p in positive])
+    S["power_newton_steps_f32"] = _span([plan(p).root_steps for p in positive])
+    # what Newton's coupled iteration would need on the same design interval and bound
+    lower = routing.design_lower(routing.POWER_FLOOR["float32"], REF[0],
+                                 float(np.finfo(np.float32).eps))
+    S["power_newton_equivalent_f32"] = _span(
+        [routing.newton_steps(lower, Fraction(p).denominator, routing.ROOT_TOL["float32"])
+         for p in positive])
+    S["power_root_tol_f32"] = f"${_tex10(routing.ROOT_TOL['float32'])}$"
+    S["power_root_tol_f64"] = f"${_tex10(routing.ROOT_TOL['float64'])}$"
     pe = polar_plan(_zeros(REF), method="polar_express")
     half = plan("1/2")
     S["power_half_route"] = f'`"{half.route}"`'
     S["power_half_steps"] = half.polar_steps
-    S["power_half_newton"] = half.newton_steps
+    S["power_half_newton"] = half.root_steps
     S["power_half_products"] = half.matmuls
     S["power_half_vs_polar"] = f"{half.flops / pe.flops:.1f}"
     S["power_p"] = ITERATION[half.polar_iteration]
@@ -388,28 +396,32 @@ def _power_numbers(S):
     for r in (2, 3, 4, 8, 16):
         S[f"matpow_{r}"] = matpow_count(r)
     quarter, one = plan("-1/4"), plan("-1")
-    S["power_ridge_steps_f32"] = f"{quarter.newton_steps} to {one.newton_steps}"
-    S["power_ridge_steps_f32_q"] = quarter.newton_steps
-    S["power_ridge_steps_f32_1"] = one.newton_steps
+    S["power_ridge_steps_f32"] = f"{quarter.root_steps} to {one.root_steps}"
+    S["power_ridge_steps_f32_q"] = quarter.root_steps
+    S["power_ridge_steps_f32_1"] = one.root_steps
     ridge64 = [plan(p, dtype=np.float64) for p in ("-1/4", "-1/2", "-3/4", "-1")]
-    S["power_ridge_steps_f64"] = _span([pl.newton_steps for pl in ridge64])
+    S["power_ridge_steps_f64"] = _span([pl.root_steps for pl in ridge64])
     # float64, relative to float64 Polar Express at 256 x 1024
     pe64 = polar_plan(_zeros(REF, np.float64), method="polar_express")
     root64 = [plan(p, dtype=np.float64) for p in positive]
     S["power_f64_products"] = _span([pl.matmuls for pl in root64])
     S["power_f64_polar_steps"] = _span([pl.polar_steps for pl in root64])
-    S["power_f64_newton_steps"] = _span([pl.newton_steps for pl in root64])
+    S["power_f64_newton_steps"] = _span([pl.root_steps for pl in root64])
     S["power_f64_vs_polar"] = _span([pl.flops / pe64.flops for pl in root64], "{:.1f}")
     S["power_f64_pe_steps"] = pe64.steps
     S["power_f64_ridge_products"] = ridge64[0].matmuls
-    S["power_f64_ridge_steps"] = ridge64[0].newton_steps
+    S["power_f64_ridge_steps"] = ridge64[0].root_steps
     S["power_f64_ridge_vs_polar"] = f"{ridge64[0].flops / pe64.flops:.1f}"
     # bfloat16 (default floor 1e-2)
     bf = _bf16_power(REF, "1/2")
     S["power_bf16_floor"] = f"${_tex10(routing.POWER_FLOOR['bfloat16'])}$"
     S["power_bf16_half"] = bf.polar_steps
-    S["power_bf16_half_newton"] = bf.newton_steps
+    S["power_bf16_half_newton"] = bf.root_steps
     S["power_bf16_half_products"] = bf.matmuls
+    S["power_bf16_half_f32"] = bf.matmuls - bf.polar.matmuls
+    # the same call with the polar factor in float32 (to float32's tol, floor 1e-2)
+    f32 = plan("1/2", floor=routing.POWER_FLOOR["bfloat16"])
+    S["power_bf16_before_f32"] = f32.matmuls
     # the floor=1e-4 remedy of the known limits, at 128 x 512
     for p in ("1/4", "1/2"):
         k = p.replace("/", "_")

@@ -176,8 +176,8 @@ def _steps(plan) -> str:
         return "-"
     if hasattr(plan, "sign_steps"):
         return f"{plan.polar_steps}+{plan.sign_steps}"
-    if hasattr(plan, "newton_steps"):
-        return f"{plan.polar_steps}+{plan.newton_steps}"
+    if hasattr(plan, "root_steps"):
+        return f"{plan.polar_steps}+{plan.root_steps}"
     return str(plan.steps)
 
 

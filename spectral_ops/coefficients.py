@@ -28,6 +28,8 @@ __all__ = [
     "polar_express_coefficients",
     "polar_express_schedule",
     "quintic_image",
+    "root_schedule",
+    "ROOT_CUSHIONS",
     "schedule_error",
 ]
 
@@ -44,31 +46,33 @@ CUSHION = 0.02407327424182761
 SAFETY = 1.01
 
 
-def _p(coef, x):
+def _p(coef, x, r=2):
     a, b, c = coef
-    return a * x + b * x**3 + c * x**5
+    return x * (a + b * x**r + c * x ** (2 * r))
 
 
-def _critical_points(coef, lo: float, hi: float) -> list[float]:
-    """Positive roots of p'(x) = a + 3b x^2 + 5c x^4 inside [lo, hi]."""
+def _critical_points(coef, lo: float, hi: float, r: int = 2) -> list[float]:
+    """Positive roots of p'(x) = a + (1 + r) b x^r + (1 + 2r) c x^(2r) inside [lo, hi]."""
     a, b, c = coef
     out = []
-    for y in np.roots([5 * c, 3 * b, a]):
+    for y in np.roots([(1 + 2 * r) * c, (1 + r) * b, a]):
         if abs(y.imag) < 1e-14 * max(1.0, abs(y.real)) and y.real > 0:
-            x = math.sqrt(y.real)
+            x = float(y.real) ** (1.0 / r)
             if lo < x < hi:
                 out.append(x)
     return out
 
 
-def quintic_image(coef, lo: float, hi: float) -> tuple[float, float]:
-    """Exact image ``[min p, max p]`` of ``[lo, hi]`` under an odd quintic."""
-    pts = [lo, hi, *_critical_points(coef, lo, hi)]
-    vals = [_p(coef, x) for x in pts]
+def quintic_image(coef, lo: float, hi: float, r: int = 2) -> tuple[float, float]:
+    """Exact image ``[min p, max p]`` of ``[lo, hi]`` under an odd quintic
+    (``r = 2``) or its root analogue ``x (a + b x^r + c x^(2r))``."""
+    pts = [lo, hi, *_critical_points(coef, lo, hi, r)]
+    vals = [_p(coef, x, r) for x in pts]
     return min(vals), max(vals)
 
 
-def minimax_odd_quintic(lo: float, hi: float, *, tol: float = 1e-15, max_iter: int = 100):
+def minimax_odd_quintic(lo: float, hi: float, *, tol: float = 1e-15, max_iter: int = 100,
+                        root: int = 2):
     r"""The odd quintic that best approximates 1 on ``[lo, hi]`` (Remez exchange).
 
     Finds :math:`(a, b, c)` minimising :math:`\max_{x \in [lo, hi]} |1 - p(x)|`,
@@ -77,6 +81,11 @@ def minimax_odd_quintic(lo: float, hi: float, *, tol: float = 1e-15, max_iter: i
     :math:`q, r` are the positive roots of :math:`p'`. Each exchange solves the
     4 x 4 linear system for :math:`(a, b, c, E)` and moves :math:`q, r` to the
     new roots of :math:`p'`.
+
+    ``root`` generalises the basis to :math:`x, x^{1+k}, x^{1+2k}` with
+    :math:`k` = ``root`` (``2``: the odd quintic): the step polynomial of the
+    inverse ``k``-th root (see :func:`root_schedule`). The same exchange
+    applies: :math:`p'` is a quadratic in :math:`x^k`.
 
     Parameters
     ----------
@@ -89,28 +98,35 @@ def minimax_odd_quintic(lo: float, hi: float, *, tol: float = 1e-15, max_iter: i
     """
     if not 0 < lo <= hi:
         raise ValueError(f"need 0 < lo <= hi; got lo={lo}, hi={hi}")
+    k = int(root)
     if lo / hi > 1 - 1e-6:
-        # interval of (numerical) width 0: the limit is the quintic with
-        # p(u) = 1, p'(u) = p''(u) = 0, i.e. (15/8, -10/8, 3/8) rescaled to u
-        return 15 / 8 / hi, -10 / 8 / hi**3, 3 / 8 / hi**5
+        return _flat_limit(hi, k)
     # start the exchange at the points where the limiting polynomial peaks
     q, r = (3 * lo + hi) / 4, (lo + 3 * hi) / 4
     err_prev = math.inf
     for _ in range(max_iter):
         nodes = np.array([lo, q, r, hi])
         signs = np.array([1.0, -1.0, 1.0, -1.0])
-        lhs = np.stack([nodes, nodes**3, nodes**5, signs], axis=1)
+        lhs = np.stack([nodes, nodes ** (1 + k), nodes ** (1 + 2 * k), signs], axis=1)
         a, b, c, err = np.linalg.solve(lhs, np.ones(4))
-        roots = _critical_points((a, b, c), lo, hi)
+        roots = _critical_points((a, b, c), lo, hi, k)
         if len(roots) != 2:
             # only for intervals narrower than round-off can resolve, where the
             # limit polynomial is optimal to far below float64 precision
-            return 15 / 8 / hi, -10 / 8 / hi**3, 3 / 8 / hi**5
+            return _flat_limit(hi, k)
         q, r = sorted(roots)
         if abs(err - err_prev) <= tol * max(1.0, abs(err)):
             break
         err_prev = err
     return float(a), float(b), float(c)
+
+
+def _flat_limit(u: float, k: int):
+    """The limit for an interval of (numerical) width 0 at ``u``: ``p(u) = 1``,
+    ``p'(u) = p''(u) = 0``; for ``k = 2`` the quintic (15/8, -10/8, 3/8) rescaled to u."""
+    c = (1 + k) / (2 * k * k)
+    return (1 + 2 * k) * c / u, -2 * (1 + 2 * k) * c / (1 + k) / u ** (1 + k), \
+        c / u ** (1 + 2 * k)
 
 
 @lru_cache(maxsize=256)
@@ -207,3 +223,95 @@ def _check_schedule_args(steps, lower):
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     if not 0 < lower <= 1:
         raise ValueError(f"lower must lie in (0, 1]; got {lower!r}")
+
+
+# --- inverse roots -----------------------------------------------------------------
+
+#: Design lower ends tried for each inverse-root step, as fractions of the
+#: interval's upper end (0: the interval itself); the one whose image is the
+#: narrowest is kept (the analogue of :data:`CUSHION`, chosen per step).
+ROOT_CUSHIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+def root_schedule(lower: float, root: int, tol: float, *, max_steps: int = 40,
+                  safety: float = SAFETY):
+    r"""Step polynomials of the coupled iteration for :math:`M^{-1/r}`.
+
+    Our own derivation, on the model of Polar Express. The coupled iteration
+    :math:`Q_t = a_t I + b_t M_t + c_t M_t^2`, :math:`Y_{t+1} = Y_t Q_t`,
+    :math:`M_{t+1} = Q_t^r M_t` (from :math:`Y_0 = I`, :math:`M_0 = M`) keeps
+    :math:`M_t = M Y_t^r`. On an eigenvalue :math:`\mu` of :math:`M`, the
+    quantity :math:`z_t = \mu^{1/r} y_t` (the relative error of :math:`y_t`
+    as an approximation of :math:`\mu^{-1/r}` is :math:`z_t - 1`) follows the
+    scalar map
+
+    .. math:: z \leftarrow p_t(z) = z\,(a_t + b_t z^r + c_t z^{2r}),
+
+    an odd-quintic-like polynomial that needs :math:`z` only through
+    :math:`z^r = \mu y^r`, i.e. through :math:`M_t`. Newton's coupled iteration
+    is the fixed choice :math:`(\tfrac{r+1}{r}, -\tfrac1r, 0)`; it multiplies a
+    small :math:`\mu` by only :math:`((r+1)/r)^r \le e` per step. Here each
+    step takes instead the :math:`p_t` of this form minimax-optimal for
+    :math:`|1 - p|` on the interval :math:`[l_t, u_t]` that holds :math:`z`
+    (Remez exchange, :func:`minimax_odd_quintic` with ``root=r``), designed on
+    :math:`[\max(l_t, \kappa u_t), u_t]` with the cushion :math:`\kappa` of
+    :data:`ROOT_CUSHIONS` whose exact image is narrowest. Every step but the
+    last is scaled so that its image ends at 1 (so :math:`M_t` never exceeds
+    the identity, where :math:`Q^r` would amplify round-off) and evaluated at
+    :math:`z/\text{safety}`; the last is re-centred so its image is symmetric
+    about 1. The images are exact (endpoints and the roots of :math:`p'`), so
+    the returned error is a bound in exact arithmetic.
+
+    Parameters
+    ----------
+    lower : float
+        Lower end of the spectrum of :math:`M` (all of it in ``[lower, 1]``).
+    root : int
+        :math:`r \ge 1`.
+    tol : float
+        Bound on :math:`|z - 1|`, the relative error of :math:`M^{-1/r}` on
+        ``[lower, 1]``.
+
+    Returns
+    -------
+    coefficients : tuple of (a, b, c)
+    error : float
+        The guaranteed :math:`\max |z_T - 1|` over ``[lower, 1]``.
+
+    Examples
+    --------
+    >>> coefs, err = root_schedule(1e-3, 2, 1e-6)
+    >>> len(coefs), err < 1e-6
+    (5, True)
+    """
+    _check_schedule_args(1, lower)
+    if int(root) != root or root < 1:
+        raise ValueError(f"root must be a positive integer; got {root!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    return _root_schedule(float(lower), int(root), float(tol), int(max_steps), float(safety))
+
+
+@lru_cache(maxsize=256)
+def _root_schedule(lower, r, tol, max_steps, safety):
+    lo, hi = lower ** (1.0 / r), 1.0
+    coefs = []
+    for _ in range(max_steps):
+        best = None
+        for cushion in ROOT_CUSHIONS:
+            coef = minimax_odd_quintic(max(lo, cushion * hi), hi, root=r)
+            img_lo, img_hi = quintic_image(coef, lo, hi, r)
+            if img_lo > 0 and (best is None or img_lo / img_hi > best[0]):
+                best = (img_lo / img_hi, coef, img_lo, img_hi)
+        _, coef, img_lo, img_hi = best
+        last = (img_hi - img_lo) / (img_hi + img_lo) <= tol
+        scale = 2.0 / (img_lo + img_hi) if last else 1.0 / img_hi
+        coef = tuple(float(scale * k) for k in coef)
+        if not last and safety != 1.0:
+            coef = (coef[0] / safety, coef[1] / safety ** (1 + r), coef[2] / safety ** (1 + 2 * r))
+        coefs.append(coef)
+        lo, hi = quintic_image(coef, lo, hi, r)
+        if last:
+            return tuple(coefs), max(1.0 - lo, hi - 1.0)
+    raise ValueError(f"no inverse-root schedule of at most {max_steps} steps reaches tol={tol} "
+                     f"from lower={lower}; raise tol or lower.")

@@ -16,7 +16,7 @@ kernel                            what it computes
 :func:`gram_newton_schulz`        the same quintics on :math:`R = XX^T`
 :func:`qdwh`                      dynamically weighted Halley (QR / solve)
 :func:`svd_map`                   :math:`U f(s) V^T` through the thin SVD
-:func:`inverse_root`              coupled Newton for :math:`M^{-1/r}`
+:func:`inverse_root`              coupled iteration for :math:`M^{-1/r}`
 :func:`matpow`                    integer matrix powers by squaring
 ================================  ==================================================
 
@@ -34,7 +34,8 @@ from . import _backbone as bb
 from . import _fastpaths as fp
 
 __all__ = ["polar_factor", "polar_express", "quintic_step", "jordan", "gram_newton_schulz",
-           "qdwh", "svd_map", "inverse_root", "matpow", "lincomb", "tight_start", "mT"]
+           "qdwh", "svd_map", "inverse_root", "inverse_root_count", "matpow", "lincomb",
+           "tight_start", "mT"]
 
 
 def mT(xp, x):
@@ -91,9 +92,12 @@ def tight_start(xp, x, eps):
     return x / kc, a / k2, a2 / (k2 * k2)
 
 
-def polar_express(xp, x, coefs, eps):
-    """Polar Express: the odd quintics ``coefs`` after the tight start."""
-    x, a, a2 = tight_start(xp, x, eps)
+def polar_express(xp, x, coefs, eps, start=None):
+    """Polar Express: the odd quintics ``coefs`` after the tight start.
+
+    ``start``: the ``(x, A, A2)`` of :func:`tight_start`, where the caller has it.
+    """
+    x, a, a2 = tight_start(xp, x, eps) if start is None else start
     comb = functools.partial(lincomb, xp)
     for t, (ca, cb, cc) in enumerate(coefs):
         if t == 0:
@@ -122,7 +126,7 @@ def jordan(xp, x, coefs):
 
 
 @bb.in_wide_dtype
-def gram_newton_schulz(xp, x0, coefs, eps, restart_after=2):
+def gram_newton_schulz(xp, x0, coefs, eps, restart_after=2, start=None):
     r"""Polar Express steps run on R = X X^T, the last one on X itself.
 
     With p(x) = x h(x^2), h = a + b y + c y^2, all but the last step iterate
@@ -140,11 +144,12 @@ def gram_newton_schulz(xp, x0, coefs, eps, restart_after=2):
     max |sigma - 1| 6.2e-5 -> 1.2e-5, Polar Express's own value) for two
     m x n products instead of one m x m. In 16-bit dtypes R's error is still
     too large (measured in bfloat16: output singular values up to 2.3 on a
-    512 x 512 Gaussian), so 16-bit inputs run in float32.
+    512 x 512 Gaussian), so 16-bit inputs run in float32. ``start`` as in
+    :func:`polar_express`.
     """
     if len(coefs) == 1:
-        return polar_express(xp, x0, coefs, eps)
-    x0, r, r2 = tight_start(xp, x0, eps)
+        return polar_express(xp, x0, coefs, eps, start)
+    x0, r, r2 = tight_start(xp, x0, eps) if start is None else start
     eye = bb.eye_like(xp, x0, x0.shape[-2])
     q = None
     gram_steps = len(coefs) - 1
@@ -230,20 +235,36 @@ def matpow_count(k: int) -> int:
     return (k.bit_length() - 1) + (bin(k).count("1") - 1)
 
 
-def inverse_root(xp, m0, r: int, steps: int, eye):
-    """Coupled Newton for ``m0^(-1/r)`` (eigenvalues of ``m0`` in (0, 1]).
+def inverse_root(xp, m0, r: int, coefs, eye):
+    """The coupled iteration for ``m0^(-1/r)`` (eigenvalues of ``m0`` in (0, 1]).
 
-    ``Y <- Y W``, ``M <- W^r M`` with ``W = ((r + 1) I - M) / r`` (Guo and
-    Higham's coupled form, stable where the uncoupled one is not).
+    ``Q = aI + bM + cM^2``, ``Y <- Y Q``, ``M <- Q^r M`` for each ``(a, b, c)``
+    of ``coefs`` (Guo and Higham's coupled form, stable where the uncoupled one
+    is not): Newton's ``((r + 1) / r, -1 / r, 0)`` or the minimax steps of
+    :func:`~spectral_ops.coefficients.root_schedule`. ``M`` is not updated
+    after the last step.
     """
     y, m = None, m0
     tiny = bb.dtype_tiny(xp, m0.dtype)
-    for _ in range(steps):
-        w = ((r + 1.0) / r) * eye - (1.0 / r) * m
+    for t, (ca, cb, cc) in enumerate(coefs):
+        terms = [(ca, eye), (cb, m)] + ([(cc, m @ m)] if cc else [])
+        w = lincomb(xp, terms, m.dtype)
         y = w if y is None else y @ w
+        if t + 1 == len(coefs):
+            break
         m = matpow(xp, w, r, eye) @ m
         m = 0.5 * (m + mT(xp, m))  # symmetric in exact arithmetic
         # once M ~ I its off-diagonal entries shrink quadratically into subnormals,
         # which CPUs compute 10-80x slower; they are far below round-off: zero them
         m = xp.where(xp.abs(m) < tiny, xp.zeros_like(m), m)
     return eye if y is None else y
+
+
+def inverse_root_count(r: int, coefs) -> int:
+    """Products used by :func:`inverse_root`."""
+    k = 0
+    for t, (_, _, cc) in enumerate(coefs):
+        k += (1 if cc else 0) + (1 if t else 0)  # M^2, Y Q
+        if t + 1 < len(coefs):
+            k += matpow_count(r) + 1  # Q^r, Q^r M
+    return k

@@ -141,10 +141,19 @@ class PowerPlan:
         ``"polar"`` or ``"identity"``.
     polar_steps : int
         Steps of the polar factor (``"polar-root"`` and ``"polar"``).
-    newton_steps : int
-        Coupled Newton steps.
+    root_steps : int
+        Steps of the coupled inverse-root iteration.
     root : int
         ``r`` of the inverse ``r``-th root.
+    polar_dtype : str or None
+        The dtype the polar factor runs in where it is not the compute dtype:
+        a 16-bit input's own (its early, contracting steps lose nothing
+        there, as in :func:`~spectral_ops.polar`); ``H``, its root and the
+        output run in float32. None: everything in the compute dtype.
+    root_coefficients : tuple of (a, b, c)
+        Its step polynomials :math:`Q = aI + bM + cM^2`: minimax steps
+        (:func:`~spectral_ops.coefficients.root_schedule`) for ``"polar-root"``,
+        Newton's for ``"gram-ridge"``.
     matmuls : int
         Matrix products per matrix.
     flops : float
@@ -165,11 +174,13 @@ class PowerPlan:
     p: Fraction
     route: str
     polar_steps: int
-    newton_steps: int
+    root_steps: int
     root: int
     matmuls: int
     flops: float
     polar_iteration: str | None = None
+    root_coefficients: tuple = field(default=(), repr=False)
+    polar_dtype: str | None = None
     polar: PolarPlan | None = field(default=None, repr=False)
     eps: float | None = None
     floor: float | None = None

@@ -11,22 +11,25 @@ Methods (``m x n`` with ``m <= n``):
 ``"newton"``
     Matrix products only, two coupled (bivariate) recurrences:
 
-    * ``p`` in (0, 1), no ridge: with :math:`P = UV^T` from Polar Express and
+    * ``p`` in (0, 1), no ridge: with :math:`P = UV^T` (Polar Express or Gram
+      Newton-Schulz, as for :func:`~spectral_ops.polar`) and
       :math:`H = BP^T = U S U^T` (m x m, condition number :math:`\kappa`, not
-      the :math:`\kappa^2` of the Gram matrix),
-      :math:`U S^p V^T = H^p P` and, for :math:`p = a/b`,
-      :math:`H^p = c^p\,(H/c)\,Y^{b-a}` with :math:`Y = (H/c)^{-1/b}` from the
-      coupled Newton iteration for the inverse root (Guo & Higham 2006):
-      :math:`W = ((r+1)I - M)/r`, :math:`Y \leftarrow YW`,
-      :math:`M \leftarrow W^r M`, from :math:`Y = I`, :math:`M = H/c`, where
-      :math:`c = \|H^2\|_F^{1/2} \ge s_{max}` scales the start into (0, 1].
+      the :math:`\kappa^2` of the Gram matrix), :math:`U S^p V^T = H^p P` and,
+      for :math:`p = a/b`, :math:`H^p = H\,Y^{b-a}` with :math:`Y = H^{-1/b}`
+      from the coupled iteration for the inverse root (Guo & Higham 2006)
+      :math:`Q = aI + bM + cM^2`, :math:`Y \leftarrow YQ`,
+      :math:`M \leftarrow Q^r M`, from :math:`Y = I`, :math:`M = H`, with
+      per-step minimax coefficients (our own derivation, on the model of Polar
+      Express: :func:`~spectral_ops.coefficients.root_schedule`). ``B`` is
+      scaled first as Polar Express's tight start does, so that the spectrum
+      of ``H`` lies in (0, 1].
     * with a ridge (always for ``p < 0``): the Gram form
       :math:`s\,(s^2 + \epsilon^2\|B\|_F^2)^{(p-1)/2}`, i.e.
       :math:`(A + \epsilon^2 I)^{(p-1)/2} B / \|B\|_F^{1-p}` with
-      :math:`A = BB^T/\|B\|_F^2`, through the same coupled Newton iteration with
+      :math:`A = BB^T/\|B\|_F^2`, through the coupled Newton iteration with
       :math:`r = 2b`.
 
-    The step counts come from the scalar recurrence on the design interval
+    The step counts come from the scalar recurrences on the design interval
     (host-side, like Polar Express). 16-bit inputs run in float32.
 ``"svd"``
     Exact reference through the thin SVD.
@@ -43,7 +46,8 @@ from fractions import Fraction
 
 from . import _backbone as bb
 from . import _fastpaths as fp
-from .kernels import inverse_root, matpow, mT, polar_factor, svd_map
+from .kernels import (gram_newton_schulz, inverse_root, matpow, mT, polar_express, polar_factor,
+                      svd_map, tight_start)
 from .plans import PowerPlan
 from .routing import POWER_METHODS, is_real, plan_power
 
@@ -176,22 +180,42 @@ def _power_values(xp, s, c, q, eps):
     return f * c ** pf
 
 
-@bb.in_wide_dtype
 def _polar_root(xp, x, plan):
-    """``H^p P`` with ``H = B P^T`` (see the module docstring), in float32 or better."""
+    """``H^p P`` with ``H = B P^T`` (see the module docstring).
+
+    The tight start and ``P`` run in ``plan.polar_dtype`` (a 16-bit input's own
+    dtype, as :func:`~spectral_ops.polar` runs) or the wide dtype; ``H``, its
+    root and the output in float32 or better.
+    """
+    wide = bb.wide_dtype(xp, x.dtype)
+    xw = x if plan.polar_dtype is not None else xp.astype(x, wide)
     m = x.shape[-2]
-    p = polar_factor(xp, x, plan.polar)
-    h = x @ mT(xp, p)
-    h = 0.5 * (h + mT(xp, h))
+    # the tight start scales B to s_max in [m^(-1/8) / (1 + eps), 1]; P's iteration starts
+    # from it, and H = B P^T then has its spectrum in (0, 1] as the root iteration needs
+    pp = plan.polar
+    start = tight_start(xp, xw, pp.eps)
+    if pp.method == "gram":
+        p = gram_newton_schulz(xp, start[0], pp.coefficients, pp.eps, pp.restart_after,
+                               start=start)
+    else:
+        p = polar_express(xp, start[0], pp.coefficients, pp.eps, start=start)
+    xs, p = xp.astype(start[0], wide), xp.astype(p, wide)
+    # P's singular values are within its bound of 1: H / (1 + bound) stays in (0, 1]
+    grow = 1.0 + pp.error_bound
+    h = xs @ mT(xp, p)
+    h = (0.5 / grow) * (h + mT(xp, h))
     eye = bb.eye_like(xp, h, m)
-    # c = ||H^2||_F^(1/2) >= s_max: the start H / c has its spectrum in (0, 1]
-    h2 = h @ h
-    c = xp.sqrt(xp.sqrt(xp.sum(h2 * h2, axis=(-2, -1), keepdims=True))) * (1.0 + 4 * plan.polar.eps)
-    c = xp.where(c > 0, c, xp.ones_like(c))
     a, b = plan.p.numerator, plan.p.denominator
-    y = inverse_root(xp, h / c, plan.root, plan.newton_steps, eye)
-    hp = (h / c) @ matpow(xp, y, b - a, eye)
-    return (c ** float(plan.p)) * (hp @ p)
+    y = inverse_root(xp, h, plan.root, plan.root_coefficients, eye)
+    hp = h @ matpow(xp, y, b - a, eye)
+    # power(B) = power(xs) (||B||_F / ||xs||_F)^p: the scale the tight start divided by
+    fro, fro_s = _fro(xp, xp.astype(x, wide)), _fro(xp, xs)
+    scale = grow * fro / xp.where(fro_s > 0, fro_s, xp.ones_like(fro_s))  # zero stays zero
+    return xp.astype((scale ** float(plan.p)) * (hp @ p), x.dtype)
+
+
+def _fro(xp, x):
+    return xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=True))
 
 
 @bb.in_wide_dtype
@@ -204,7 +228,7 @@ def _gram_ridge(xp, x, plan):
     a_mat = fp.gram(xp, xs) + (eps * eps) * eye
     a_mat = a_mat / (1.0 + eps * eps)  # spectrum in [eps^2 / (1 + eps^2), 1]
     a, b = plan.p.numerator, plan.p.denominator
-    y = inverse_root(xp, a_mat, plan.root, plan.newton_steps, eye)  # A'^(-1/(2b))
+    y = inverse_root(xp, a_mat, plan.root, plan.root_coefficients, eye)  # A'^(-1/(2b))
     # (A + eps^2 I)^((p-1)/2) = (1 + eps^2)^((p-1)/2) y^(b-a)
     scale = (1.0 + eps * eps) ** ((float(plan.p) - 1.0) / 2.0)
     out = (scale * matpow(xp, y, b - a, eye)) @ xs

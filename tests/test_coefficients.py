@@ -101,3 +101,67 @@ def test_schedule_argument_errors(kwargs, msg):
 def test_schedule_unreachable_tol_names_fix():
     with pytest.raises(ValueError, match="method='qdwh'"):
         polar_express_schedule(1e-3, 1e-30, max_steps=5)
+
+
+# --- inverse-root schedules ----------------------------------------------------------
+
+def _root_poly(coef, z, r):
+    a, b, c = coef
+    return z * (a + b * z**r + c * z ** (2 * r))
+
+
+@pytest.mark.parametrize("r", [2, 3, 4, 8])
+@pytest.mark.parametrize("lower", [1e-2, 2.5e-4, 1e-7])
+def test_root_schedule_bound_holds_on_the_whole_interval(r, lower):
+    from spectral_ops.coefficients import root_schedule
+
+    tol = 1e-6
+    coefs, err = root_schedule(lower, r, tol)
+    assert err <= tol
+    mu = np.concatenate([np.geomspace(lower, 1.0, 200001), [lower, 1.0]])
+    z = mu ** (1.0 / r)
+    for t, coef in enumerate(coefs):
+        z = _root_poly(coef, z, r)
+        if t + 1 < len(coefs):
+            # M = z^r stays in (0, 1]: no step amplifies round-off beyond the identity
+            assert z.min() > 0 and z.max() ** r <= 1.0 + 1e-12
+    assert np.abs(z - 1).max() <= err * (1 + 1e-9) + 1e-15
+
+
+@pytest.mark.parametrize("r", [2, 3, 4])
+def test_root_schedule_needs_far_fewer_steps_than_newton(r):
+    from spectral_ops.coefficients import root_schedule
+    from spectral_ops.routing import newton_steps
+
+    for lower in (1e-3 / 256**0.125, 1e-5 / 256**0.125):
+        coefs, _ = root_schedule(lower, r, 1e-5)
+        # Newton's |1 - mu| <= 1e-5 is the same bound to first order (|z - 1| = |1 - mu| / r)
+        assert 2 * len(coefs) <= newton_steps(lower, r, 1e-5), (r, lower, len(coefs))
+
+
+@pytest.mark.parametrize("r", [2, 3, 4])
+def test_root_minimax_equioscillates(r):
+    lo, hi = 0.2, 1.0
+    coef = minimax_odd_quintic(lo, hi, root=r)
+    z = np.linspace(lo, hi, 200001)
+    err = _root_poly(coef, z, r) - 1
+    e = np.abs(err).max()
+    assert err[0] == pytest.approx(-e, rel=1e-6) and err[-1] == pytest.approx(e, rel=1e-6)
+    assert err.min() == pytest.approx(-e, rel=1e-6)
+    lo_img, hi_img = quintic_image(coef, lo, hi, r)
+    assert lo_img == pytest.approx(1 - e, rel=1e-9) and hi_img == pytest.approx(1 + e, rel=1e-9)
+
+
+def test_inverse_root_kernel_follows_the_scalar_map():
+    from spectral_ops.coefficients import root_schedule
+    from spectral_ops.kernels import inverse_root
+
+    mu = np.geomspace(1e-4, 1.0, 50)
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((50, 50)))
+    m0 = (q * mu) @ q.T
+    for r in (2, 3):
+        coefs, err = root_schedule(1e-4, r, 1e-10)
+        y = inverse_root(np.asarray(m0).__array_namespace__(), m0, r, coefs, np.eye(50))
+        yd = np.einsum("ij,ik,kj->j", q, y, q)
+        np.testing.assert_allclose(yd * mu ** (1.0 / r), 1.0, atol=err + 1e-9)

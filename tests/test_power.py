@@ -9,6 +9,7 @@ import pytest
 
 import array_api_compat
 
+import spectral_ops
 from spectral_ops import POWER_METHODS, polar, power, power_plan, rational_exponent
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import from_spectrum, make_matrix
@@ -174,9 +175,13 @@ def test_plan():
     assert power_plan(B, -0.25).route == "gram-ridge" and power_plan(B, -0.25).root == 8
     assert power_plan(B, 0).route == "polar" and power_plan(B, 1).route == "identity"
     assert power_plan(B.astype(np.float64), 0.5).method == "svd"  # measured on CPUs
-    # Polar Express at every aspect ratio (Gram's P cost accuracy on real gradients)
-    assert p.polar_iteration == "polar_express"
+    # P by polar's own choice: Gram Newton-Schulz where it pays (aspect 4), else Polar Express
+    assert p.polar_iteration == "gram" == spectral_ops.polar_plan(B).method
     assert power_plan(np.zeros((64, 64)), 0.5, method="newton").polar_iteration == "polar_express"
+    # below Gram's floor, Polar Express
+    assert power_plan(B, 0.5, method="newton", floor=1e-4).polar_iteration == "polar_express"
+    # the root: minimax steps, a third of Newton's
+    assert p.root_steps == len(p.root_coefficients) <= 5
 
 
 @pytest.mark.parametrize("p", [Fraction(1, 2), Fraction(1, 3), Fraction(2, 3), Fraction(-1, 2)])
