@@ -436,10 +436,62 @@ def _power_numbers(S):
     S["dynmuon_min_from"] = f"{ps.index(min(ps)):,}".replace(",", " ")
 
 
+def _tradeoff_numbers(S):
+    """polar.md's trade-off table: Polar Express's products and guaranteed error as
+    functions of tol, and the bands measured on two inputs, beside Muon's quintic."""
+    from spectral_ops import polar, spectral_report
+    from spectral_ops.coefficients import minimax_odd, mixed_schedule
+    from spectral_ops.testing import make_matrix
+
+    inputs = {"gaussian": make_matrix("gaussian", REF, seed=0, dtype=np.float32),
+              "ill": make_matrix("ill", (512, 512), cond=1e4, seed=0, dtype=np.float32)}
+
+    def band(**kw):
+        out = []
+        for b in inputs.values():
+            lo, hi = spectral_report(polar(b, **kw), b, floor=1e-3).band
+            out.append(f"[{lo:.4f}, {hi:.4f}]")
+        return out
+
+    rows = ["| design | products (256 x 1024) | guaranteed error | products (512 x 512) "
+            "| band, Gaussian 256 x 1024 | band, cond 1e4 512 x 512 |",
+            "| --- | ---: | ---: | ---: | --- | --- |"]
+    for floor in (1e-3, 1e-2):
+        for tol in (1e-4, 1e-3, 1e-2, 0.1, 0.2, 0.3):
+            kw = dict(method="polar_express", tol=tol, floor=floor)
+            a, b = (polar_plan(_zeros(sh), **kw) for sh in (REF, (512, 512)))
+            rows.append(f"| floor {floor:g}, tol {tol:g} | {a.matmuls} | {a.error_bound:.2g} "
+                        f"| {b.matmuls} | " + " | ".join(band(**kw)) + " |")
+    j = polar_plan(_zeros(REF), method="jordan")
+    rows.append(f"| Muon's quintic, {j.steps} steps | {j.matmuls} | none | {j.matmuls} | "
+                + " | ".join(band(method="jordan")) + " |")
+    S["polar_tradeoff_table"] = "\n".join(rows)
+    lower = routing.design_lower(1e-3, REF[0], float(np.finfo(np.float32).eps))
+    S["mixed_products_1e4"] = sum(
+        3 if len(c) == 3 else 4 for c in mixed_schedule(lower, 1e-4)[0])
+    S["quintic_products_1e4"] = polar_plan(_zeros(REF), method="polar_express").matmuls
+    S["nonic_min_tol"] = f"${_tex10(routing.NONIC_MIN_TOL)}$"
+    coefs = [c for tol in (1e-3, 1e-2, 0.1, 0.3) for c in mixed_schedule(lower, tol)[0]
+             if len(c) == 5]
+    S["nonic_max_coef"] = f"{max(abs(x) for c in coefs for x in c):.0f}"
+    S["nonic_slope"] = f"{minimax_odd(1e-3, 1.0, 9)[0]:.1f}"
+
+    def products(tol):
+        return sum(3 if len(c) == 3 else 4 for c in mixed_schedule(lower, tol)[0])
+
+    lo, hi = 0.25, 0.9  # the best guarantee of 14 products: bisection on tol
+    for _ in range(30):
+        lo, hi = (lo, (lo + hi) / 2) if products((lo + hi) / 2) <= 14 else ((lo + hi) / 2, hi)
+    S["best_14_products_error"] = f"{hi:.2f}"
+    from spectral_ops.coefficients import cushion
+    S["nonic_cushion"] = f"{cushion(9):.4f}"
+
+
 def _substitutions():
     _check_bf16_plans()
     S = {}
     _polar_numbers(S)
+    _tradeoff_numbers(S)
     _clip_numbers(S)
     _power_numbers(S)
     return {k: str(v) for k, v in S.items()}

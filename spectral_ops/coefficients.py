@@ -29,6 +29,10 @@ __all__ = [
     "polar_express_schedule",
     "quintic_image",
     "root_schedule",
+    "mixed_schedule",
+    "minimax_odd",
+    "odd_image",
+    "STEP_PRODUCTS",
     "ROOT_CUSHIONS",
     "schedule_error",
 ]
@@ -315,3 +319,140 @@ def _root_schedule(lower, r, tol, max_steps, safety):
             return tuple(coefs), max(1.0 - lo, hi - 1.0)
     raise ValueError(f"no inverse-root schedule of at most {max_steps} steps reaches tol={tol} "
                      f"from lower={lower}; raise tol or lower.")
+
+
+# --- mixed degrees: quintic and nonic steps ------------------------------------------
+
+#: Matrix products of one Polar Express step by degree (with ``A = XX^T``): quintic
+#: ``A``, ``bA + cA^2`` (fused), ``X q``; nonic ``A``, ``A^2``,
+#: ``A^2 (c I + d A + e A^2)``, ``X q``. The tight start's ``A`` and ``A^2`` are the
+#: first step's, so a first step costs the same.
+STEP_PRODUCTS = {5: 3, 9: 4}
+
+
+def _odd(coef, x):
+    return sum(c * x ** (2 * j + 1) for j, c in enumerate(coef))
+
+
+def _odd_critical_points(coef, lo, hi):
+    """Positive roots inside (lo, hi) of p' = sum (2j + 1) c_j x^(2j), a polynomial in x^2."""
+    out = []
+    for y in np.roots([(2 * j + 1) * c for j, c in enumerate(coef)][::-1]):
+        if abs(y.imag) < 1e-9 * max(1.0, abs(y.real)) and y.real > 0:
+            x = math.sqrt(float(y.real))
+            if lo < x < hi:
+                out.append(x)
+    return sorted(out)
+
+
+def odd_image(coef, lo: float, hi: float) -> tuple[float, float]:
+    """Exact image ``[min p, max p]`` of ``[lo, hi]`` under the odd polynomial
+    :math:`p(x) = \\sum_j c_j x^{2j+1}` (endpoints and the roots of :math:`p'`;
+    near-real roots are kept, which can only widen the image)."""
+    vals = [_odd(coef, x) for x in (lo, hi, *_odd_critical_points(coef, lo, hi))]
+    return float(min(vals)), float(max(vals))
+
+
+@lru_cache(maxsize=4096)
+def minimax_odd(lo: float, hi: float, degree: int, max_iter: int = 100):
+    """The odd polynomial of ``degree`` (5 or 9, ...) that best approximates 1 on
+    ``[lo, hi]``: the Remez exchange of :func:`minimax_odd_quintic` on the basis
+    :math:`x, x^3, \\dots, x^{degree}` (``(degree + 3) / 2`` equioscillation
+    points: the ends and the roots of :math:`p'`). Returns the coefficients
+    from :math:`x` up."""
+    if degree == 5:
+        return minimax_odd_quintic(lo, hi)
+    d = (degree - 1) // 2
+    n = d + 2
+    signs = np.array([(-1.0) ** i for i in range(n)])
+    nodes = lo + (hi - lo) * (1 - np.cos(np.pi * np.arange(n) / (n - 1))) / 2
+    coef, err_prev = None, math.inf
+    for _ in range(max_iter):
+        lhs = np.stack([nodes ** (2 * j + 1) for j in range(d + 1)] + [signs], axis=1)
+        *new, err = np.linalg.solve(lhs, np.ones(n))
+        roots = _odd_critical_points(new, lo, hi)
+        if len(roots) != d:
+            break  # only for intervals too narrow to resolve: keep the last good one
+        coef = new
+        nodes = np.array([lo, *roots, hi])
+        if abs(abs(err) - err_prev) <= 1e-15 * max(1.0, abs(err)):
+            break
+        err_prev = abs(err)
+    if coef is None:  # width-0 interval: the quintic limit is optimal to round-off
+        return (*_flat_limit(hi, 2), *([0.0] * (d - 2)))
+    return tuple(float(c) for c in coef)
+
+
+@lru_cache(maxsize=None)
+def cushion(degree: int) -> float:
+    """The cushion of a step of ``degree``: the ``c`` where the minimax polynomial
+    on ``[c, 1]`` has image ratio ``max/min = 10``. Our rule; for the quintic it is
+    the published :data:`CUSHION` (to 1e-6, tested)."""
+    lo, hi = 1e-6, 0.5
+    for _ in range(80):  # bisection: the ratio falls as c grows
+        c = math.sqrt(lo * hi)
+        a, b = odd_image(minimax_odd(c, 1.0, degree), c, 1.0)
+        lo, hi = (c, hi) if b / a > 10.0 else (lo, c)
+    return math.sqrt(lo * hi)
+
+
+def _mixed_step(lo, hi, degree, last, safety):
+    """One step of the greedy schedule on ``[lo, hi]``: minimax on the cushioned
+    interval, re-centred, ``x / safety`` unless last; returns (coef, new lo, new hi)."""
+    kappa = CUSHION if degree == 5 else cushion(degree)
+    coef = minimax_odd(max(lo, kappa * hi), hi, degree)
+    img_lo, img_hi = odd_image(coef, lo, hi)
+    scale = 2.0 / (img_lo + img_hi)
+    coef = tuple(scale * c / (1.0 if last else safety ** (2 * j + 1)) for j, c in enumerate(coef))
+    return (coef, *odd_image(coef, lo, hi))
+
+
+def mixed_schedule(lower: float, tol: float, *, safety: float = SAFETY):
+    r"""The Polar Express schedule with quintic and nonic steps that reaches ``tol``
+    with the fewest matrix products.
+
+    Our own extension of Polar Express: each step is the minimax odd polynomial of
+    its degree (5 or 9) on the interval that holds the singular values, with the
+    same cushion (:func:`cushion`), re-centring, safety factor and exact interval
+    tracking as :func:`polar_express_coefficients`. A nonic step costs 4
+    products where a quintic costs 3 (:data:`STEP_PRODUCTS`) and grows small
+    singular values faster per product, so mixing them shortens schedules: the
+    search goes through degree sequences by total products and keeps the
+    cheapest that meets ``tol`` (ties: fewest nonic steps, then the smaller
+    error), so where nonic steps do not save a product the schedule is Polar
+    Express's own.
+
+    Returns
+    -------
+    coefficients : tuple of tuples
+        Each step's coefficients from :math:`x` up (3 for a quintic, 5 for a nonic).
+    error : float
+        The guaranteed worst-case :math:`|p(x) - 1|` on ``[lower, 1]``.
+    """
+    _check_schedule_args(1, lower)
+    if not tol > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    return _mixed_schedule(float(lower), float(tol), float(safety))
+
+
+@lru_cache(maxsize=256)
+def _mixed_schedule(lower, tol, safety):
+    quintic, err = polar_express_schedule(lower, tol, safety=safety)
+    best = (STEP_PRODUCTS[5] * len(quintic), 0, err, tuple(tuple(c) for c in quintic))
+    # prefixes (all steps with the safety factor) in order of products
+    stack = [((), 0, lower, 1.0)]
+    while stack:
+        prefix, cost, lo, hi = stack.pop()
+        for degree in (5, 9):
+            total = cost + STEP_PRODUCTS[degree]
+            nonic = sum(len(c) == 5 for c in prefix) + (degree == 9)
+            if (total, nonic) < best[:2]:
+                coef, l_end, h_end = _mixed_step(lo, hi, degree, True, safety)
+                e = max(1.0 - l_end, h_end - 1.0)
+                if e <= tol and (total, nonic, e) < best[:3]:
+                    best = (total, nonic, e, prefix + (coef,))
+            # a longer prefix must leave room for a last step that beats the best
+            if total + STEP_PRODUCTS[5] <= best[0]:
+                coef, l_next, h_next = _mixed_step(lo, hi, degree, False, safety)
+                stack.append((prefix + (coef,), total, l_next, h_next))
+    return best[3], best[2]

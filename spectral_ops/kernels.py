@@ -10,8 +10,8 @@ stand side by side on top of this module and :mod:`spectral_ops.routing`.
 kernel                            what it computes
 ================================  ==================================================
 :func:`polar_factor`              :math:`UV^T` as a :class:`~spectral_ops.PolarPlan` says
-:func:`polar_express`             Polar Express's odd quintics (also the sign of a
-                                  symmetric matrix)
+:func:`polar_express`             Polar Express's odd quintics and nonics (also the
+                                  sign of a symmetric matrix)
 :func:`jordan`                    Muon's fixed quintic
 :func:`gram_newton_schulz`        the same quintics on :math:`R = XX^T`
 :func:`qdwh`                      dynamically weighted Halley (QR / solve)
@@ -33,8 +33,8 @@ import math
 from . import _backbone as bb
 from . import _fastpaths as fp
 
-__all__ = ["polar_factor", "polar_express", "quintic_step", "jordan", "gram_newton_schulz",
-           "qdwh", "svd_map", "inverse_root", "inverse_root_count", "matpow", "lincomb",
+__all__ = ["polar_factor", "polar_express", "quintic_step", "nonic_step", "jordan",
+           "gram_newton_schulz", "qdwh", "svd_map", "inverse_root", "inverse_root_count", "matpow", "lincomb",
            "tight_start", "mT"]
 
 
@@ -93,19 +93,40 @@ def tight_start(xp, x, eps):
 
 
 def polar_express(xp, x, coefs, eps, start=None):
-    """Polar Express: the odd quintics ``coefs`` after the tight start.
+    """Polar Express: the odd quintics and nonics ``coefs`` after the tight start.
 
     ``start``: the ``(x, A, A2)`` of :func:`tight_start`, where the caller has it.
     """
     x, a, a2 = tight_start(xp, x, eps) if start is None else start
     comb = functools.partial(lincomb, xp)
-    for t, (ca, cb, cc) in enumerate(coefs):
-        if t == 0:
+    for t, coef in enumerate(coefs):
+        if len(coef) == 5:
+            x = nonic_step(xp, x, coef, (a, a2) if t == 0 else None)
+        elif t == 0:
+            ca, cb, cc = coef
             poly = lincomb(xp, [(cb, a), (cc, a2)], x.dtype)  # A^2 is already formed
             x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
         else:
-            x = quintic_step(xp, x, (ca, cb, cc))
+            x = quintic_step(xp, x, coef)
     return x
+
+
+def nonic_step(xp, x, coefs, gram=None):
+    """One odd degree-9 step ``c0 X + (c1 A + A^2 (c2 I + c3 A + c4 A^2)) X``, ``A = X X^T``.
+
+    Four products (``A``, ``A^2``, ``A^2 (...)``, ``(...) X``); two where ``gram``
+    holds ``(A, A^2)`` already (the tight start's).
+    """
+    c0, c1, c2, c3, c4 = coefs
+    comb = functools.partial(lincomb, xp)
+    if gram is None:
+        a = fp.gram(xp, x)
+        a2 = a @ a
+    else:
+        a, a2 = gram
+    inner = lincomb(xp, [(c2, bb.eye_like(xp, a, a.shape[-1])), (c3, a), (c4, a2)], x.dtype)
+    poly = fp.matmul_acc(xp, a, a2, inner, beta=c1, combine=comb)  # c1 A + A^2 (...)
+    return fp.matmul_acc(xp, x, poly, x, beta=c0, combine=comb)
 
 
 def quintic_step(xp, x, coefs):

@@ -18,7 +18,8 @@ from fractions import Fraction
 
 from . import _backbone as bb
 from .coefficients import (CUSHION, JORDAN_COEFFICIENTS, SAFETY, polar_express_coefficients,
-                           polar_express_schedule, root_schedule, schedule_error)
+                           mixed_schedule, polar_express_schedule, root_schedule,
+                           schedule_error)
 from .kernels import inverse_root_count, matpow_count
 from .plans import ClipPlan, PolarPlan, PowerPlan
 
@@ -57,6 +58,13 @@ POLISH_ABOVE = 1e-5
 SIGN64_ABOVE = 1e-4
 #: power: default relative floor per compute dtype (float64 needs 1e-5 s_max).
 POWER_FLOOR = {"float64": 1e-5, "float32": 1e-3, "float16": 1e-2, "bfloat16": 1e-2}
+#: polar: the smallest ``tol`` at which Polar Express mixes in nonic steps. Their
+#: coefficients (up to about 550) carry float32 round-off of about 3e-5, a third of
+#: the default tol 1e-4, and save only one product there (20 instead of 21 at
+#: 256 x 1024); from 1e-3 up the round-off is a few percent of tol and the saving
+#: grows (15 instead of 18 products at tol 0.3). Never in 16-bit dtypes: measured in
+#: bfloat16 (256 x 1024 Gaussian, tol 2e-2), the first nonic step diverges.
+NONIC_MIN_TOL = 1e-3
 #: power, ridge form: target ``|1 - mu|`` of the coupled Newton iteration (exact
 #: arithmetic), per wide dtype.
 POWER_TOL = {"float64": 1e-13, "float32": 1e-5}
@@ -117,11 +125,13 @@ def check_floor(floor, what: str):
 
 # --- counts ----------------------------------------------------------------------
 
-def count_polar(method: str, m: int, n: int, steps: int) -> tuple[int, float]:
-    """Matrix products and their flops per matrix for an m x n (m <= n) input."""
+def count_polar(method: str, m: int, n: int, steps: int, nonic: int = 0) -> tuple[int, float]:
+    """Matrix products and their flops per matrix for an m x n (m <= n) input;
+    ``nonic`` of the ``steps`` Polar Express steps are of degree 9 (one more
+    m x m product each)."""
     mmn, mmm = 2.0 * m * m * n, 2.0 * m * m * m
     if method in ("polar_express", "jordan"):
-        return 3 * steps, steps * (2 * mmn + mmm)
+        return 3 * steps + nonic, steps * (2 * mmn + mmm) + nonic * mmm
     if method == "gram":
         if steps == 1:  # a single step runs as Polar Express
             return count_polar("polar_express", m, n, 1)
@@ -245,7 +255,7 @@ def cpu_clip_prefers_svd(xp, dtype, shape) -> bool:
     return not (numpy_backed(xp) and n >= 4 * m and m >= 128)
 
 
-def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3) -> bool:
+def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3, pe_flops=None) -> bool:
     """Whether Gram Newton-Schulz beats Polar Express for an m x n (m <= n) input.
 
     Same polynomials, same band error (its last step runs on X); fewer flops
@@ -264,7 +274,20 @@ def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3) -> bool:
     if accelerator and m < GRAM_MIN_SIDE_ACCELERATOR:
         return False
     gram = count_polar("gram", m, n, steps)[1]
-    return gram <= GRAM_FLOP_RATIO * count_polar("polar_express", m, n, steps)[1]
+    if pe_flops is None:  # the same number of quintic steps
+        pe_flops = count_polar("polar_express", m, n, steps)[1]
+    return gram <= GRAM_FLOP_RATIO * pe_flops
+
+
+def _gram_if_it_pays(xp, dtype, m, n, pe_plan, tol, floor, accelerator) -> PolarPlan:
+    """Gram Newton-Schulz's plan (its own quintic schedule) where :func:`gram_pays`
+    against the Polar Express plan ``pe_plan``, else ``pe_plan``."""
+    if bb.is_16bit(xp, dtype) or floor < _gram_min_floor(xp, dtype):
+        return pe_plan
+    gram = _quintic_plan("gram", m, n, None, tol, floor, pe_plan.eps)
+    if gram_pays(xp, dtype, m, n, gram.steps, accelerator, floor, pe_flops=pe_plan.flops):
+        return gram
+    return pe_plan
 
 
 def _gram_min_floor(xp, dtype) -> float:
@@ -284,17 +307,26 @@ def exact_route_below(xp, dtype, eps) -> float:
 
 # --- plans -----------------------------------------------------------------------
 
-def _quintic_plan(method, m, n, steps, tol, floor, eps, lower=None) -> PolarPlan:
+def nonic_allowed(xp, dtype, tol: float) -> bool:
+    """Whether Polar Express may take nonic steps: 32/64-bit compute dtypes and
+    ``tol >= NONIC_MIN_TOL``."""
+    return not bb.is_16bit(xp, dtype) and tol >= NONIC_MIN_TOL
+
+
+def _quintic_plan(method, m, n, steps, tol, floor, eps, lower=None, nonic=False) -> PolarPlan:
     """Polar Express or Gram Newton-Schulz: ``steps`` (None: the fewest that reach
     ``tol``) quintics designed for the relative ``floor`` (or the normalised
-    ``lower`` end, where given)."""
+    ``lower`` end, where given); with ``nonic``, Polar Express's cheapest mix of
+    quintic and nonic steps instead (see :func:`nonic_allowed`)."""
     lower = design_lower(floor, m, eps) if lower is None else lower
-    if steps is None:
+    if steps is None and method == "polar_express" and nonic:
+        coefs, bound = mixed_schedule(lower, tol)  # quintic and nonic steps
+    elif steps is None:
         coefs, bound = polar_express_schedule(lower, tol)
     else:
         coefs = polar_express_coefficients(steps, lower)
         bound = schedule_error(lower, steps)
-    k, f = count_polar(method, m, n, len(coefs))
+    k, f = count_polar(method, m, n, len(coefs), sum(len(c) == 5 for c in coefs))
     return PolarPlan(method, len(coefs), k, f, bound, lower, floor=floor,
                      coefficients=tuple(coefs),
                      restart_after=GRAM_RESTART_AFTER if method == "gram" else None, eps=eps)
@@ -334,9 +366,10 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
             f"{_gram_min_floor(xp, dtype):g} in its compute dtype; got floor={floor!r}. Use "
             f"method='polar_express' (or 'auto') for smaller floors.")
     if method in ("polar_express", "gram"):
-        plan = _quintic_plan(method, m, n, steps, tol, floor, eps)
-        if auto and gram_pays(xp, dtype, m, n, plan.steps, bb.on_accelerator(B), floor):
-            plan = _quintic_plan("gram", m, n, plan.steps, tol, floor, eps)
+        plan = _quintic_plan(method, m, n, steps, tol, floor, eps,
+                             nonic=nonic_allowed(xp, dtype, tol))
+        if auto:
+            plan = _gram_if_it_pays(xp, dtype, m, n, plan, tol, floor, bb.on_accelerator(B))
         return plan
     if method == "jordan":
         nsteps = 5 if steps is None else steps
@@ -499,9 +532,8 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
                                   bb.dtype_eps(xp, dtype))
         else:
             polar = _wide_polar_plan(xp, dtype, m, n, None, floor, POLAR_TOL[wide_name])
-            if gram_pays(xp, wide, m, n, polar.steps, bb.on_accelerator(B), floor):
-                polar = _quintic_plan("gram", m, n, polar.steps, POLAR_TOL[wide_name], floor,
-                                      polar.eps)
+            polar = _gram_if_it_pays(xp, wide, m, n, polar, POLAR_TOL[wide_name], floor,
+                                     bb.on_accelerator(B))
         # H = B P^T after the tight start: s_max in [m^(-1/8) / (1 + eps), 1], so a singular
         # value floor * s_max lands at or above this (design_lower)
         # ... and P's error (at most its bound) moves it by (1 - bound) / (1 + bound) at most,

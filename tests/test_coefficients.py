@@ -165,3 +165,53 @@ def test_inverse_root_kernel_follows_the_scalar_map():
         y = inverse_root(np.asarray(m0).__array_namespace__(), m0, r, coefs, np.eye(50))
         yd = np.einsum("ij,ik,kj->j", q, y, q)
         np.testing.assert_allclose(yd * mu ** (1.0 / r), 1.0, atol=err + 1e-9)
+
+
+# --- mixed quintic / nonic schedules ------------------------------------------------
+
+def test_cushion_rule_reproduces_the_published_quintic_cushion():
+    from spectral_ops.coefficients import cushion
+
+    assert cushion(5) == pytest.approx(CUSHION, rel=1e-6)
+    assert 0.005 < cushion(9) < CUSHION  # a nonic grows small values faster: a lower cushion
+
+
+def test_minimax_nonic_equioscillates():
+    from spectral_ops.coefficients import minimax_odd, odd_image
+
+    lo, hi = 0.05, 1.0
+    coef = minimax_odd(lo, hi, 9)
+    x = np.linspace(lo, hi, 400001)
+    err = sum(c * x ** (2 * j + 1) for j, c in enumerate(coef)) - 1
+    e = np.abs(err).max()
+    # six alternating extremes: the ends and four interior ones
+    assert err[0] == pytest.approx(-e, rel=1e-6) and err[-1] == pytest.approx(e, rel=1e-6)
+    peaks = np.flatnonzero(np.diff(np.sign(np.diff(err))) != 0)
+    assert len(peaks) == 4 and np.allclose(np.abs(err[peaks + 1]), e, rtol=1e-5)
+    lo_img, hi_img = odd_image(coef, lo, hi)
+    assert lo_img == pytest.approx(1 - e, rel=1e-9) and hi_img == pytest.approx(1 + e, rel=1e-9)
+
+
+@pytest.mark.parametrize("lower", [5e-4, 5e-3, 4.2e-4])
+@pytest.mark.parametrize("tol", [1e-4, 1e-2, 0.3])
+def test_mixed_schedule_bound_holds_and_never_costs_more(lower, tol):
+    from spectral_ops.coefficients import STEP_PRODUCTS, mixed_schedule
+
+    coefs, err = mixed_schedule(lower, tol)
+    assert err <= tol
+    x = np.concatenate([np.geomspace(lower, 1.0, 400001), [lower, 1.0]])
+    for coef in coefs:
+        x = sum(c * x ** (2 * j + 1) for j, c in enumerate(coef))
+    assert np.abs(x - 1).max() <= err * (1 + 1e-9) + 1e-14
+    products = sum(STEP_PRODUCTS[2 * len(c) - 1] for c in coefs)
+    assert products <= 3 * len(polar_express_schedule(lower, tol)[0])
+
+
+def test_mixed_schedule_saves_products_at_loose_tolerances():
+    from spectral_ops.coefficients import STEP_PRODUCTS, mixed_schedule
+
+    # floor 1e-3 at m = 256 (the tight start's design lower end): tol 0.3 takes 6 quintics
+    lower = 1e-3 / 256**0.125
+    coefs, _ = mixed_schedule(lower, 0.3)
+    assert len(polar_express_schedule(lower, 0.3)[0]) == 6
+    assert sum(STEP_PRODUCTS[2 * len(c) - 1] for c in coefs) == 15  # not 18

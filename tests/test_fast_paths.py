@@ -53,6 +53,16 @@ def test_fused_gemm_matches_generic(backend, dtype, shape, call, monkeypatch):
         ref = to_numpy(CALLS[call](B32, **kw))
         err_fast, err_slow = np.linalg.norm(fast - ref), np.linalg.norm(slow - ref)
         assert err_fast <= 1.25 * err_slow + 1e-3 * np.linalg.norm(ref), (err_fast, err_slow)
+    elif call == "power" and dtype == "float64":
+        # the minimax root steps amplify the round-off of H near the floor (1e-5 s_max in
+        # float64) to about 1e-12 of the output (its error against the SVD), so the two
+        # paths differ by that much: each is held to the exact map instead
+        b = to_numpy(B)
+        u, s, vh = np.linalg.svd(b, full_matrices=False)
+        ref = (u * np.sqrt(s)[..., None, :]) @ vh
+        err_fast, err_slow = np.linalg.norm(fast - ref), np.linalg.norm(slow - ref)
+        assert err_fast <= 1.25 * err_slow + 1e-13 * np.linalg.norm(ref), (err_fast, err_slow)
+        assert err_fast <= 1e-10 * np.linalg.norm(ref)  # power's float64 target
     else:
         assert np.abs(fast - slow).max() <= TOL[dtype] * max(np.abs(slow).max(), 1e-30)
 

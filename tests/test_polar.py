@@ -294,6 +294,18 @@ def test_plan_product_count_is_what_runs(method, steps):
     assert polar_plan(B, method=method, steps=steps).matmuls == ran
 
 
+@pytest.mark.parametrize("tol", [1e-3, 0.1])
+@pytest.mark.parametrize("shape", [(24, 96), (40, 40), (2, 16, 24)], ids=str)
+def test_mixed_schedule_count_is_what_runs_and_meets_tol(tol, shape):
+    # default steps and tol >= 1e-3: quintic and nonic steps; the count holds for both kinds
+    B = make_matrix("gaussian", shape, seed=0)
+    plan = polar_plan(B, method="polar_express", tol=tol)
+    assert any(len(c) == 5 for c in plan.coefficients)  # the case this test is about
+    assert count_products(lambda X: polar(X, method="polar_express", tol=tol), B) == plan.matmuls
+    rep = spectral_report(polar(B, method="polar_express", tol=tol), B, floor=1e-3)
+    assert max(1 - rep.band[0], rep.band[1] - 1) <= tol * (1 + 1e-6) + 1e-12
+
+
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 7])
 def test_gram_equals_polar_express_in_float64(steps):
     B = make_matrix("gaussian", (24, 96), seed=0)
