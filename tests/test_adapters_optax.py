@@ -254,3 +254,53 @@ def test_optax_direction_matches_numpy_and_literal_option():
     u, _ = lit.update(w, lit.init(w))
     np.testing.assert_allclose(np.asarray(u["k"]), spectral_ops.clip(m[1], 0.5, method="svd"),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_optax_muon_defaults_are_the_documented_ones():
+    import inspect
+
+    sig = inspect.signature(so.muon)
+    assert (sig.parameters["method"].default, sig.parameters["floor"].default,
+            sig.parameters["tol"].default) == ("polar_express", 1e-2, 0.3)
+    for f in (so.mucon,):
+        assert f.__kwdefaults__["floor"] is None and f.__kwdefaults__["tol"] is None
+    assert so.muon_p.__kwdefaults__["floor"] is None and "tol" not in so.muon_p.__kwdefaults__
+
+
+def _first_update(tx, g):
+    """-update of one step on a single (in, out) leaf: momentum 0, no scale, lr 1."""
+    w = {"k": jnp.zeros_like(g)}
+    u, _ = jax.jit(tx.update)({"k": g}, tx.init(w), w)
+    return -np.asarray(u["k"])
+
+
+@pytest.mark.parametrize("kw", [dict(floor=1e-3, tol=1e-4), dict(floor=3e-2, tol=0.3)])
+def test_optax_muon_passes_tol_and_floor_to_polar(kw):
+    import spectral_ops
+    g = np.random.default_rng(4).standard_normal((96, 48)).astype(np.float32)
+    common = dict(momentum=0.0, nesterov=False, scale="none")
+    ours = _first_update(so.muon(1.0, **common, **kw), jnp.asarray(g))
+    default = _first_update(so.muon(1.0, **common), jnp.asarray(g))
+    ref = spectral_ops.polar(g, method="polar_express", **kw)
+    ref_default = spectral_ops.polar(g, method="polar_express", floor=1e-2, tol=0.3)
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+    np.testing.assert_allclose(default, ref_default, atol=2e-5)
+    assert np.abs(ref - ref_default).max() > 1e-3  # the options change the map
+    with pytest.raises(ValueError, match=r"muon: tol must be in \(0, 1\)"):
+        so.muon(0.02, tol=1.5)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'tol'"):
+        so.muon_p(0.02, tol=0.1)
+
+
+def test_optax_mucon_passes_tol_and_floor_to_clip():
+    import spectral_ops
+    g = np.random.default_rng(5).standard_normal((48, 96)).astype(np.float32)
+    kw = dict(momentum=0.0, nesterov=False, scale="none", normalize=False, tau=2.0)
+    ours = _first_update(so.mucon(1.0, method="polar", floor=0.2, tol=0.2, steps=2, **kw),
+                         jnp.asarray(g))
+    # on a JAX array, as under jit (clip's plan reads no ratio bound from JAX arrays)
+    ref = np.asarray(spectral_ops.clip(jnp.asarray(g), 2.0, method="polar", floor=0.2, tol=0.2,
+                                       steps=2))
+    tight = np.asarray(spectral_ops.clip(jnp.asarray(g), 2.0, method="polar", steps=2))
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert np.abs(ref - tight).max() > 1e-3  # floor changes the design

@@ -382,7 +382,9 @@ def _assert_same(opt_a, opt_b):
 @pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
 @pytest.mark.parametrize("cls,kw", _PRESETS[:3] + [
     (st.DynMuon, {"p_schedule": GridSchedule(_picklable_schedule, Fraction(1, 4),
-                                             Fraction(1, 2), 4)})], ids=_PRESET_IDS)
+                                             Fraction(1, 2), 4)}),
+    (st.Muon, {"floor": 3e-2, "tol": 0.1}), (st.MuCon, {"floor": 1e-2, "tol": 1e-3})],
+    ids=_PRESET_IDS + ["Muon-floor-tol", "MuCon-floor-tol"])
 def test_torch_copies_continue_bit_identically(cls, kw, how):
     import copy
     import pickle
@@ -400,6 +402,9 @@ def test_torch_copies_continue_bit_identically(cls, kw, how):
         twin = torch.load(buf, weights_only=False)
     fields = lambda d: {k: v for k, v in vars(d).items() if k != "p_schedule"}  # noqa: E731
     assert fields(twin.direction) == fields(opt.direction) and twin.nonfinite == opt.nonfinite
+    for key, value in kw.items():  # floor and tol among them
+        if key in ("floor", "tol"):
+            assert getattr(twin.direction, key) == value
     _continue(opt, params, range(3, 6))
     _continue(twin, _opt_params(twin), range(3, 6))
     _assert_same(opt, twin)
@@ -631,3 +636,156 @@ def test_dynmuon_with_library_schedule_pickles_and_continues_bit_identically():
             o.step()
         ref = copies[0].param_groups[0]["params"][0]
         assert all(torch.equal(ref, c.param_groups[0]["params"][0]) for c in copies[1:])
+
+
+# -- the optimizer defaults, tol and floor -------------------------------------------------------
+
+def test_torch_muon_defaults_are_the_documented_ones():
+    import inspect
+
+    from spectral_ops.adapters import direction as dm
+    # the values docs/optimizers.md, docs/training.md and the docstrings state
+    assert (dm.DEFAULT_POLAR_METHOD, dm.DEFAULT_POLAR_FLOOR, dm.DEFAULT_POLAR_TOL) == \
+        ("polar_express", 1e-2, 0.3)
+    w = [torch.nn.Parameter(torch.randn(128, 128))]
+    d = st.Muon(w).direction
+    assert (d.method, d.floor, d.tol, d.steps, d.compute_dtype) == \
+        ("polar_express", 1e-2, 0.3, None, None)
+    assert st.Direction("polar") == d
+    sig = inspect.signature(st.Muon)
+    assert (sig.parameters["method"].default, sig.parameters["floor"].default,
+            sig.parameters["tol"].default) == ("polar_express", 1e-2, 0.3)
+    # at the character model's shapes: Polar Express, guaranteed to tol above the floor,
+    # with fewer products than polar's own default (floor 1e-3, tol 1e-4)
+    import spectral_ops
+    for shape in [(8, 128, 128), (2, 512, 128), (2, 128, 512)]:
+        x = torch.zeros(shape)
+        plan = spectral_ops.polar_plan(x, method=d.method, floor=d.floor, tol=d.tol)
+        tight = spectral_ops.polar_plan(x, method=d.method)
+        assert plan.method == "polar_express" and plan.error_bound <= d.tol
+        assert plan.floor == d.floor and plan.matmuls < tight.matmuls
+    # MuCon, MuonP and DynMuon keep the core functions' accuracy defaults
+    for opt in (st.MuCon(w), st.MuonP(w), st.DynMuon(w, p_schedule=dynmuon_schedule(5))):
+        assert (opt.direction.method, opt.direction.floor, opt.direction.tol) == \
+            ("auto", None, None)
+
+
+def _one_update(opt_factory, g):
+    """The update of one step from a zero momentum (momentum 0, lr 1, no scale)."""
+    w = torch.nn.Parameter(torch.zeros_like(g))
+    opt = opt_factory([w])
+    w.grad = g.clone()
+    opt.step()
+    return -w.detach()
+
+
+@pytest.mark.parametrize("kw", [dict(floor=1e-3, tol=1e-4), dict(floor=3e-2, tol=0.3),
+                                dict(method="gram", floor=1e-2, tol=0.1)])
+def test_torch_muon_passes_tol_and_floor_to_polar(kw):
+    import spectral_ops
+    g = torch.randn(48, 96, generator=torch.Generator().manual_seed(20))
+    common = dict(lr=1.0, momentum=0.0, nesterov=False, scale="none")
+    ours = _one_update(lambda ps: st.Muon(ps, **common, **kw), g)
+    method = kw.pop("method", "polar_express")
+    assert torch.equal(ours, spectral_ops.polar(g, method=method, **kw))
+    default = _one_update(lambda ps: st.Muon(ps, **common), g)
+    assert not torch.equal(ours, default)  # the options change the map
+    assert torch.equal(default, spectral_ops.polar(g, method="polar_express", floor=1e-2,
+                                                   tol=0.3))
+
+
+def test_torch_mucon_passes_tol_and_floor_to_clip(monkeypatch):
+    import spectral_ops
+    seen = []
+    inner = spectral_ops.clip
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("floor", "tol", "method")})
+        return inner(*args, **kwargs)
+    monkeypatch.setattr(spectral_ops, "clip", spy)
+    g = torch.randn(32, 64, generator=torch.Generator().manual_seed(21))
+    for normalize in (True, False):
+        seen.clear()
+        _one_update(lambda ps: st.MuCon(ps, method="polar", floor=2e-2, tol=1e-2,
+                                        normalize=normalize), g)
+        assert seen == [{"floor": 2e-2, "tol": 1e-2, "method": "polar"}]
+        seen.clear()
+        _one_update(lambda ps: st.MuCon(ps, normalize=normalize), g)
+        assert seen == [{"floor": None, "tol": None, "method": "auto"}]  # clip's own defaults
+
+
+def test_torch_tol_and_floor_are_checked_with_the_preset_name():
+    w = [torch.nn.Parameter(torch.randn(4, 4))]
+    with pytest.raises(ValueError, match=r"Muon: tol must be in \(0, 1\)"):
+        st.Muon(w, tol=0.0)
+    with pytest.raises(ValueError, match=r"MuCon: floor must be in \(0, 1\)"):
+        st.MuCon(w, floor=1.0)
+    with pytest.raises(TypeError, match=r"Muon: floor must be a real number"):
+        st.Muon(w, floor="tight")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'tol' \(power's accuracy"):
+        st.MuonP(w, tol=0.1)
+    with pytest.raises(ValueError, match=r"Muon\^p: tol does not apply to power"):
+        st.Direction("power", p=0.5, tol=0.1)
+    assert st.MuonP(w, floor=1e-2).direction.floor == 1e-2
+
+
+def test_torch_direction_of_an_earlier_pickle_keeps_the_core_defaults():
+    # a Direction pickled before floor and tol existed has neither attribute: its
+    # polar call then takes polar's own defaults, as it did
+    import spectral_ops
+    d = st.Direction("polar", method="auto")
+    del d.__dict__["floor"], d.__dict__["tol"]
+    assert d.floor is None and d.tol is None and d.accuracy() == {}
+    x = torch.randn(3, 16, 32, generator=torch.Generator().manual_seed(22))
+    assert torch.equal(d(x), spectral_ops.polar(x))
+
+
+@pytest.mark.parametrize("method", ["polar_express", "jordan", "gram"])
+def test_torch_polar_direction_is_polar_bit_for_bit_and_nan_per_matrix(method):
+    import spectral_ops
+    g = torch.Generator().manual_seed(23)
+    for shape in [(4, 24, 40), (4, 40, 24), (24, 40)]:
+        x = torch.randn(shape, generator=g)
+        d = st.Direction("polar", method=method)
+        ref = spectral_ops.polar(x, method=method, floor=d.floor, tol=d.tol)
+        assert torch.equal(d(x), ref)
+        bf = st.Direction("polar", method=method, compute_dtype=torch.bfloat16)
+        assert torch.equal(bf(x), spectral_ops.polar(x, method=method, floor=d.floor, tol=d.tol,
+                                                      compute_dtype=torch.bfloat16))
+    # a matrix holding NaN or inf comes out all NaN, the others as without it
+    x = torch.randn(4, 24, 40, generator=g)
+    x[1, 2, 3], x[2, 0, 0], x[3, 5, 5] = float("nan"), float("inf"), -float("inf")
+    y = st.Direction("polar", method=method)(x)
+    assert torch.isnan(y[1:]).all()
+    assert torch.equal(y[0], st.Direction("polar", method=method)(x[0]))
+
+
+def test_torch_muon_stacks_transposed_shapes_in_one_call(monkeypatch):
+    # polar(X^T) = polar(X)^T: a (16, 8) and an (8, 16) matrix share one wide stack
+    import spectral_ops
+    calls = []
+    g = torch.Generator().manual_seed(24)
+    params = [torch.nn.Parameter(torch.randn(16, 8, generator=g)),
+              torch.nn.Parameter(torch.randn(8, 16, generator=g))]
+    grads = [torch.randn(16, 8, generator=g), torch.randn(8, 16, generator=g)]
+    start = [p.detach().clone() for p in params]
+    opt = st.Muon(params, lr=1.0, momentum=0.0, nesterov=False, scale="none")
+    inner = opt.direction.__class__.__call__
+
+    def spy(self, x, step=0):
+        calls.append(tuple(x.shape))
+        return inner(self, x, step)
+    monkeypatch.setattr(opt.direction.__class__, "__call__", spy)
+    for p, gr in zip(params, grads):
+        p.grad = gr.clone()
+    opt.step()
+    assert calls == [(2, 8, 16)]
+    for p, w0, gr in zip(params, start, grads):
+        ref = spectral_ops.polar(gr, method="polar_express", floor=1e-2, tol=0.3)
+        torch.testing.assert_close(w0 - p.detach(), ref, rtol=0, atol=1e-5)
+    # MuCon and the power maps keep one stack per shape
+    calls.clear()
+    opt = st.MuCon(params, lr=0.01)
+    monkeypatch.setattr(opt.direction.__class__, "__call__", spy)
+    opt.step()
+    assert sorted(calls) == [(8, 16), (16, 8)]

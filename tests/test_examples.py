@@ -15,6 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docs" / "examples" / "char_model.py"
 RESULTS = ROOT / "docs" / "examples" / "char_model_results.json"
+#: the measurement behind Muon's accuracy defaults (docs/training.md, "Optimizer defaults")
+DEFAULTS = ROOT / "docs" / "examples" / "char_model_defaults.json"
 PAGE = ROOT / "docs" / "training.md"
 
 
@@ -64,3 +66,34 @@ def test_training_page_shows_the_committed_table():
         "docs/training.md does not show the table of docs/examples/char_model_results.json; "
         "paste the output of `python docs/examples/char_model.py --from "
         "docs/examples/char_model_results.json`")
+
+
+def test_training_page_shows_the_committed_defaults_table():
+    _needs_torch()
+    results = json.loads(DEFAULTS.read_text())
+    table = _load_script().markdown_table(results)
+    assert table in PAGE.read_text(), (
+        "docs/training.md does not show the table of docs/examples/char_model_defaults.json; "
+        "paste the output of `python docs/examples/char_model.py --from "
+        "docs/examples/char_model_defaults.json`")
+    # the run used the optimizer defaults the library has now
+    from spectral_ops.adapters.direction import Direction
+    ours = results["optimizer_settings"]["Muon"][0]
+    assert ours["direction"] == repr(Direction("polar"))
+
+
+def test_char_model_optimizer_variants_parse():
+    _needs_torch()
+    import torch
+
+    m = _load_script()
+    assert m.split_name("Muon") == ("Muon", {})
+    assert m.split_name("Muon[method=jordan;steps=5;tol=0.1;compute_dtype=bfloat16]") == (
+        "Muon", {"method": "jordan", "steps": 5, "tol": 0.1, "compute_dtype": torch.bfloat16})
+    names = m.split_names("torch.optim.Muon, Muon,Muon[floor=0.01;tol=0.3],MuCon")
+    assert names == ["torch.optim.Muon", "Muon", "Muon[floor=0.01;tol=0.3]", "MuCon"]
+    lrs = m.parse_lrs(["0.02", "Muon=0.01,0.03", "Muon[floor=0.01;tol=0.3]=0.05"], names)
+    assert lrs == {"torch.optim.Muon": (0.02,), "Muon": (0.01, 0.03),
+                   "Muon[floor=0.01;tol=0.3]": (0.05,), "MuCon": (0.02,)}
+    with pytest.raises(ValueError, match="options in brackets are for our optimizers"):
+        m.split_name("AdamW[lr=1]")

@@ -35,6 +35,16 @@ minutes on an otherwise idle 2-core CPU):
 ``--quick`` is a smoke test (a smaller model, 30 steps, one learning rate per
 optimizer); ``--from PATH`` prints the Markdown table of a results file, and
 with ``--plot`` draws its figure, without training.
+
+Variants of our optimizers run side by side under names that carry constructor
+arguments, ``NAME[key=value;key=value]``, and ``--seed`` shifts both seeds.
+The measurement behind Muon's accuracy defaults (docs/training.md, "Optimizer
+defaults"; about 5 minutes):
+
+    python docs/examples/char_model.py --threads 1 \
+        --optimizers "torch.optim.Muon,Muon,Muon[method=auto;floor=0.001;tol=0.0001],Muon[compute_dtype=bfloat16],Muon[scale=jordan]" \
+        --lrs 0.02 --lrs torch.optim.Muon=0.015,0.02,0.03 --lrs Muon=0.015,0.02,0.03 \
+        --json docs/examples/char_model_defaults.json
 """
 
 from __future__ import annotations
@@ -97,14 +107,15 @@ def load_text() -> str:
 class CharData:
     """Character-level train/validation split, fixed batches and a fixed validation subset."""
 
-    def __init__(self, text: str, context: int, batch: int, steps: int, eval_seqs: int):
+    def __init__(self, text: str, context: int, batch: int, steps: int, eval_seqs: int,
+                 seed: int = DATA_SEED):
         self.vocab = sorted(set(text))
         index = {c: i for i, c in enumerate(self.vocab)}
         data = torch.tensor([index[c] for c in text], dtype=torch.long)
         n_train = int(0.9 * len(data))
         self.train, self.val = data[:n_train], data[n_train:]
         self.context = context
-        gen = torch.Generator().manual_seed(DATA_SEED)
+        gen = torch.Generator().manual_seed(seed)
         # the starts of every training batch, drawn once: every run sees the same batches
         self.starts = torch.randint(0, len(self.train) - context - 1, (steps, batch), generator=gen)
         # validation: eval_seqs windows evenly spaced over the validation split
@@ -178,8 +189,53 @@ class CharGPT(nn.Module):
 
 # --- optimizers -------------------------------------------------------------------
 
+def split_name(name: str) -> tuple[str, dict]:
+    """``"Muon[method=jordan;compute_dtype=bfloat16]"`` -> ``("Muon", {"method": "jordan",
+    "compute_dtype": torch.bfloat16})``: an optimizer of ``OPTIMIZERS`` with constructor
+    arguments of our optimizers (numbers, strings, ``compute_dtype`` a torch dtype)."""
+    base, bracket, rest = name.partition("[")
+    if not bracket:
+        return name, {}
+    if not rest.endswith("]") or base not in OPTIMIZERS[2:]:
+        raise ValueError(f"{name!r}: options in brackets are for our optimizers "
+                         f"({', '.join(OPTIMIZERS[2:])}): NAME[key=value;key=value]")
+    options = {}
+    for item in filter(None, rest[:-1].split(";")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{name!r}: {item!r} is not key=value")
+        if key == "compute_dtype":
+            options[key] = getattr(torch, value)
+            continue
+        for cast in (int, float):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                pass
+        else:
+            options[key] = value
+    return base, options
+
+
+def split_names(text: str) -> list[str]:
+    """A comma-separated list of optimizer names; commas inside brackets do not split."""
+    names, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            names.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    names.append(cur.strip())
+    return [n for n in names if n]
+
+
 def make_optimizers(name: str, model: CharGPT, lr: float, steps: int, aux_lr: float = AUX_LR) -> list:
-    """The optimizer(s) of one run; every one of them is stepped after each backward pass."""
+    """The optimizer(s) of one run; every one of them is stepped after each backward pass.
+    ``name`` may carry constructor arguments of our optimizers (:func:`split_name`)."""
+    name, options = split_name(name)
     hidden, rest = model.split_params()
     if name == "AdamW":
         return [torch.optim.AdamW(model.parameters(), lr=lr, betas=BETAS, weight_decay=0.0)]
@@ -190,7 +246,8 @@ def make_optimizers(name: str, model: CharGPT, lr: float, steps: int, aux_lr: fl
         return [torch.optim.Muon(hidden, lr=lr, momentum=MOMENTUM, weight_decay=0.0),
                 torch.optim.AdamW(rest, lr=aux_lr, betas=BETAS, weight_decay=0.0)]
     groups = [{"params": hidden}, {"params": rest, "spectral": False}]
-    common = dict(lr=lr, momentum=MOMENTUM, weight_decay=0.0, adamw_lr=aux_lr, adamw_betas=BETAS)
+    common = dict(lr=lr, momentum=MOMENTUM, weight_decay=0.0, adamw_lr=aux_lr, adamw_betas=BETAS,
+                  **options)
     if name == "Muon":
         return [Muon(groups, **common)]
     if name == "MuCon":
@@ -359,8 +416,10 @@ def run_benchmark(cfg: dict, names: list[str], lrs: dict) -> dict:
     env = environment()
     wall0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     text = load_text()
-    data = CharData(text, cfg["context"], cfg["batch"], cfg["steps"], cfg["eval_seqs"])
-    torch.manual_seed(INIT_SEED)
+    init_seed = cfg.get("seed", 0) + INIT_SEED
+    data_seed = cfg.get("seed", 0) + DATA_SEED
+    data = CharData(text, cfg["context"], cfg["batch"], cfg["steps"], cfg["eval_seqs"], data_seed)
+    torch.manual_seed(init_seed)
     init = CharGPT(len(data.vocab), cfg["d_model"], cfg["n_layers"], cfg["n_heads"], cfg["context"])
     n_params = sum(p.numel() for p in init.parameters())
     n_hidden = sum(p.numel() for p in init.split_params()[0])
@@ -418,7 +477,7 @@ def run_benchmark(cfg: dict, names: list[str], lrs: dict) -> dict:
         "config": dict(cfg, vocab=len(data.vocab), text_chars=len(text),
                        parameters=n_params, hidden_parameters=n_hidden,
                        adamw_betas=BETAS, momentum=MOMENTUM, weight_decay=0.0,
-                       init_seed=INIT_SEED, data_seed=DATA_SEED),
+                       init_seed=init_seed, data_seed=data_seed),
         "environment": env,
         "lrs": {n: list(lrs[n]) for n in names},
         "optimizer_settings": settings,
@@ -472,15 +531,17 @@ def plot(results: dict, path: str):
 
 
 def parse_lrs(specs: list[str] | None, names: list[str]) -> dict:
-    """``--lrs 0.01,0.02`` for every optimizer, ``--lrs MuCon=0.02,0.04`` for one."""
-    lrs = {n: LRS[n] for n in names}
+    """``--lrs 0.01,0.02`` for every optimizer, ``--lrs MuCon=0.02,0.04`` for one (a name
+    with options, ``Muon[tol=0.1]=0.02``, for that variant)."""
+    lrs = {n: LRS[split_name(n)[0]] for n in names}
     for spec in specs or []:
         target, _, values = spec.rpartition("=")
         grid = tuple(float(v) for v in values.split(","))
-        if target and target not in OPTIMIZERS:
+        if target and target not in OPTIMIZERS and target not in names:
             raise SystemExit(f"--lrs: unknown optimizer {target!r}")
-        for n in names:
-            if not target or target == n:
+        for n in names:  # NAME: that run; a base name not run itself: all its variants
+            if not target or target == n or (target == split_name(n)[0]
+                                             and target not in names):
                 lrs[n] = grid
     return lrs
 
@@ -491,12 +552,16 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: a smaller model, 30 steps, the middle learning rate only")
     ap.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                    help=f"comma-separated subset of {','.join(OPTIMIZERS)}")
+                    help=f"comma-separated subset of {','.join(OPTIMIZERS)}; ours may carry "
+                         f"constructor arguments, e.g. 'Muon[method=polar_express;tol=0.1]'")
     ap.add_argument("--lrs", action="append", metavar="[NAME=]LR,LR,...",
                     help="learning-rate grid for every optimizer, or for NAME (repeatable)")
     ap.add_argument("--aux-lr", type=float, default=AUX_LR,
                     help=f"AdamW learning rate of the embeddings, head, LayerNorms and biases "
                          f"under the spectral optimizers (default {AUX_LR:g})")
+    ap.add_argument("--seed", type=int, default=0,
+                    help=f"added to the seeds of the initial weights ({INIT_SEED}) and of the "
+                         f"batches ({DATA_SEED}); default 0")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", help="write curves, timings and the table here")
     ap.add_argument("--plot", help="write the figure here (e.g. docs/_static/char_model.png)")
@@ -511,9 +576,13 @@ def main(argv=None):
             plot(results, args.plot)
             print(f"wrote {args.plot}")
         return results
-    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    names = split_names(args.optimizers)
     for n in names:
-        if n not in OPTIMIZERS:
+        try:
+            base, _ = split_name(n)
+        except (ValueError, AttributeError) as e:
+            ap.error(str(e))
+        if base not in OPTIMIZERS:
             ap.error(f"unknown optimizer {n!r}; choose from {', '.join(OPTIMIZERS)}")
     cfg = dict(QUICK if args.quick else FULL)
     lrs = parse_lrs(args.lrs, names)
@@ -522,6 +591,8 @@ def main(argv=None):
     if args.steps:
         cfg["steps"] = args.steps
     cfg["aux_lr"] = args.aux_lr
+    if args.seed:
+        cfg["seed"] = args.seed
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -45,6 +45,8 @@ from typing import Callable
 import array_api_compat
 
 import spectral_ops
+from spectral_ops import _backbone as _bb
+from spectral_ops import kernels as _kernels
 
 #: Learning-rate scale rules, by name. ``fan_out x fan_in`` is the matrix shape.
 SCALES = ("spectral", "rms", "jordan", "none")
@@ -61,6 +63,19 @@ DEFAULT_TAU_ABSOLUTE = 1.0
 
 #: Power-iteration steps of the s_max estimate of normalised Muon^p / DynMuon.
 SMAX_ITERATIONS = 8
+
+#: The optimizers' polar direction (Muon; Muon^p and DynMuon at ``p = 0`` with
+#: ``method="auto"``) by default: Polar Express with the accuracy that trains as
+#: well as the exact polar factor. Singular values above ``DEFAULT_POLAR_FLOOR``
+#: times ``s_max`` are mapped to within ``DEFAULT_POLAR_TOL`` of 1 (exact
+#: arithmetic), smaller ones into ``[0, 1 + tol]``. Chosen on the character-model
+#: task of docs/training.md ("Optimizer defaults"): over three seeds it trained as
+#: well as the exact polar factor (the SVD) and as ``floor=1e-3, tol=0.1``, and
+#: ``floor=3e-2`` trained worse. The core functions keep their own, tighter
+#: defaults (``polar``'s ``floor=1e-3``, ``tol=1e-4`` in float32).
+DEFAULT_POLAR_METHOD = "polar_express"
+DEFAULT_POLAR_FLOOR = 1e-2
+DEFAULT_POLAR_TOL = 0.3
 
 _KINDS = ("polar", "clip", "power")
 _DEFAULT_OWNER = {"polar": "Muon", "clip": "MuCon", "power": "Muon^p"}
@@ -150,20 +165,62 @@ def _check_exponent(owner: str, what: str, p):
 
 @dataclass(frozen=True)
 class Direction:
-    """Which spectral map turns the momentum into an update direction.
+    r"""Which spectral map turns the momentum into an update direction.
 
-    ``kind`` is ``"polar"``, ``"clip"`` or ``"power"``; ``tau`` is clip's radius
-    (default ``DEFAULT_TAU_RELATIVE`` or ``DEFAULT_TAU_ABSOLUTE``); ``p`` a
-    fixed exponent in [-1, 1] or ``p_schedule`` a callable step -> exponent;
-    ``method``, ``steps`` and ``compute_dtype`` pass through to the core.
-    ``normalize`` (default ``True``) makes clip's ``tau`` relative to the
-    momentum's RMS singular value and divides clip's output by its radius and
-    power's by :math:`s_{max}^p` (see the module docstring); ``False`` gives the
-    literal maps. ``owner`` (not stored) names the optimizer in error messages.
+    Parameters
+    ----------
+    kind : {"polar", "clip", "power"}
+        The map: :func:`spectral_ops.polar` (Muon), :func:`spectral_ops.clip`
+        (MuCon) or :func:`spectral_ops.power` (Muon^p, DynMuon).
+    method : str, optional
+        Passed to the core function (one of its methods). Default (``None``):
+        ``DEFAULT_POLAR_METHOD`` (``"polar_express"``) for ``"polar"``,
+        ``"auto"`` for ``"clip"`` and ``"power"``.
+    steps : int, optional
+        Iterations, passed to ``polar`` or ``clip`` (refused for ``"power"``).
+        Given, it replaces the count that ``tol`` would choose.
+    tau : float, optional
+        clip's radius: relative to the momentum's RMS singular value
+        (``normalize=True``, default ``DEFAULT_TAU_RELATIVE``) or absolute
+        (default ``DEFAULT_TAU_ABSOLUTE``). ``"clip"`` only.
+    p, p_schedule : number or callable, optional
+        ``"power"`` only, exactly one: a fixed exponent in [-1, 1] or a
+        callable step -> exponent.
+    compute_dtype : dtype or str, optional
+        Passed to the core function.
+    normalize : bool
+        ``True`` (default): clip's ``tau`` is relative to the momentum's RMS
+        singular value and clip's output is divided by its radius, power's by
+        :math:`s_{max}^p` (see the module docstring); ``False``: the literal maps.
+    floor : float, optional
+        Relative singular-value floor in (0, 1), passed to the core function:
+        singular values of the momentum at or above ``floor * s_max`` get the
+        accuracy ``tol``; smaller ones come out in ``[0, 1 + tol]`` (polar) or
+        in ``[0, tau]`` (clip). The matrix-product iterations need more steps
+        for a smaller floor. Default (``None``): ``DEFAULT_POLAR_FLOOR`` for
+        ``"polar"``; the core function's default for ``"clip"`` (1e-3) and
+        ``"power"`` (by dtype).
+    tol : float, optional
+        Worst-case error in exact arithmetic, in (0, 1), passed to the core
+        function: for ``"polar"`` the largest :math:`|f(s) - 1|` above the
+        floor (Polar Express and Gram Newton-Schulz take the fewest steps that
+        guarantee it; ``"auto"`` reads it; the SVD, QDWH and ``"jordan"``
+        ignore it), for ``"clip"`` the relative error of each clipped singular
+        value. Default (``None``): ``DEFAULT_POLAR_TOL`` for ``"polar"``; the
+        core function's default, by compute dtype, for ``"clip"``. Refused
+        for ``"power"`` (its targets follow from ``p`` and the dtype).
+    owner : str, optional
+        Names the optimizer in error messages (not stored).
+
+    The defaults of ``"polar"`` are an optimizer's, not the core's: ``polar``
+    called directly defaults to ``method="auto"``, ``floor=1e-3`` and a
+    ``tol`` near round-off (1e-4 in float32), which training does not need
+    (docs/training.md, "Optimizer defaults"). ``Direction("power", p=0)`` with
+    ``method="auto"`` is the default polar direction, bit for bit.
     """
 
     kind: str = "polar"
-    method: str = "auto"
+    method: str | None = None
     steps: int | None = None
     tau: float | None = None
     p: float | Fraction | None = None
@@ -171,6 +228,8 @@ class Direction:
     compute_dtype: object = None
     normalize: bool = True
     owner: InitVar[str | None] = None
+    floor: float | None = None
+    tol: float | None = None
 
     def __post_init__(self, owner):
         if self.kind not in _KINDS:
@@ -179,12 +238,28 @@ class Direction:
         owner = owner or _DEFAULT_OWNER[self.kind]
         check_bool(owner, "normalize", self.normalize)
         methods = _methods(self.kind)
+        if self.method is None:
+            object.__setattr__(self, "method",
+                               DEFAULT_POLAR_METHOD if self.kind == "polar" else "auto")
         check_choice(owner, "method", self.method, methods)
         if self.steps is not None:
             if self.kind == "power":
                 raise ValueError(f"{owner}: steps does not apply to power (its step counts "
                                  f"follow from p and the dtype); leave it as None.")
             check_int(owner, "steps", self.steps, 1)
+        if self.kind == "power" and self.tol is not None:
+            raise ValueError(f"{owner}: tol does not apply to power (its accuracy targets "
+                             f"follow from p and the dtype); leave it as None.")
+        if self.kind == "polar":
+            if self.floor is None:
+                object.__setattr__(self, "floor", DEFAULT_POLAR_FLOOR)
+            if self.tol is None:
+                object.__setattr__(self, "tol", DEFAULT_POLAR_TOL)
+        for name in ("floor", "tol"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, check_real(owner, name, value, lo=0, hi=1,
+                                                          lo_open=True, hi_open=True))
         if self.kind != "clip" and self.tau is not None:
             raise ValueError(f"{owner}: tau applies to clip (MuCon) only; got tau={self.tau!r}.")
         if self.kind != "power" and (self.p is not None or self.p_schedule is not None):
@@ -217,16 +292,20 @@ class Direction:
         """The exponent at ``step`` (0-based) for ``power``."""
         return self.p if self.p_schedule is None else self.p_schedule(step)
 
+    def accuracy(self) -> dict:
+        """The ``floor`` and ``tol`` keyword arguments of the core call (those set)."""
+        return {k: v for k, v in (("floor", self.floor), ("tol", self.tol)) if v is not None}
+
     def __call__(self, x, step: int = 0):
         """Apply the map to a matrix or a stack of matrices ``x`` (one core call)."""
         if self.kind == "polar":
-            return spectral_ops.polar(x, method=self.method, steps=self.steps,
-                                      compute_dtype=self.compute_dtype)
+            return _polar(x, self.method, self.steps, self.compute_dtype, self.accuracy())
         if self.kind == "clip":
             if not self.normalize:
                 return spectral_ops.clip(x, self.tau, method=self.method, steps=self.steps,
-                                         compute_dtype=self.compute_dtype)
-            return _relative_clip(x, self.tau, self.method, self.steps, self.compute_dtype)
+                                         compute_dtype=self.compute_dtype, **self.accuracy())
+            return _relative_clip(x, self.tau, self.method, self.steps, self.compute_dtype,
+                                  self.accuracy())
         return self.power_direction(x, self.exponent(step))
 
     def power_direction(self, x, p, smax=None):
@@ -235,13 +314,58 @@ class Direction:
         computed (it does not depend on ``p``: e.g. shared by the branches of a
         ``jax.lax.switch`` over a schedule's exponents)."""
         q = spectral_ops.rational_exponent(p)  # as the core reads it
-        y = spectral_ops.power(x, q, method=self.method, compute_dtype=self.compute_dtype)
+        if q == 0 and self.normalize and self.method == "auto":
+            # p = 0: the default polar direction (Muon's), bit for bit, no division
+            return _polar(x, DEFAULT_POLAR_METHOD, None, self.compute_dtype, {
+                "floor": DEFAULT_POLAR_FLOOR if self.floor is None else self.floor,
+                "tol": DEFAULT_POLAR_TOL})
+        y = spectral_ops.power(x, q, method=self.method, compute_dtype=self.compute_dtype,
+                               **self.accuracy())
         if not self.normalize or q == 0:
-            return y  # p = 0: Muon's direction, bit for bit
+            return y  # p = 0: the polar factor, no division
         xp = array_api_compat.array_namespace(y)
         log_s, pos = smax_log(x) if smax is None else smax
         factor = xp.where(pos, xp.exp(-float(q) * log_s), xp.zeros_like(log_s))
         return _times(y, factor)
+
+
+# -- the polar direction ----------------------------------------------------------------------
+
+#: polar's matrix-product iterations: :func:`_polar` runs their kernel directly
+_ITERATIONS = ("polar_express", "jordan", "gram")
+
+
+def _polar(x, method, steps, compute_dtype, accuracy):
+    """``spectral_ops.polar(x, ...)``, the same bits, with less work per call for the
+    matrix-product iterations.
+
+    ``polar`` replaces each matrix holding NaN or inf by zeros before the kernel
+    and its result by NaN after it: two ``where`` passes and an ``isfinite``
+    pass over the whole stack, which cost about as much as one step of the
+    iteration on the optimizers' small CPU matrices. Those passes protect the
+    SVD and QDWH routes (LAPACK can loop forever on an infinity); the
+    iterations need none of them: every map is per matrix (batched products,
+    per-matrix norms), and a NaN or inf entry reaches every entry of its own
+    matrix's result through the Frobenius scaling and the first ``A @ A``, so
+    that matrix comes out all NaN, as from ``polar``, and the others are
+    untouched (tested). Every other route (``auto`` resolving to the SVD,
+    ``"svd"``, ``"qdwh"``, empty matrices) is ``polar`` itself.
+    """
+    plan = spectral_ops.polar_plan(x, method=method, steps=steps, compute_dtype=compute_dtype,
+                                   **accuracy)
+    if plan.method not in _ITERATIONS or min(x.shape[-2:]) == 0:
+        return spectral_ops.polar(x, method=method, steps=steps, compute_dtype=compute_dtype,
+                                  **accuracy)
+    xp = array_api_compat.array_namespace(x)
+    dtype = _bb.resolve_dtype(xp, compute_dtype, x.dtype)
+    y = x if dtype == x.dtype else xp.astype(x, dtype)
+    tall = x.shape[-2] > x.shape[-1]  # the kernels take the wide orientation
+    if tall:
+        y = xp.linalg.matrix_transpose(y)
+    y = _kernels.polar_factor(xp, y, plan)
+    if tall:
+        y = xp.linalg.matrix_transpose(y)
+    return y if y.dtype == x.dtype else xp.astype(y, x.dtype)
 
 
 # -- normalisers (array API: NumPy, torch, JAX alike) -----------------------------------------
@@ -267,20 +391,24 @@ def _times(y, factor):
     return out if out.dtype == y.dtype else xp.astype(out, y.dtype)
 
 
-def _relative_clip(x, t, method, steps, compute_dtype):
+def _relative_clip(x, t, method, steps, compute_dtype, accuracy=None):
     r""":math:`\operatorname{clip}(x, \tau)/\tau` with :math:`\tau = t\|x\|_F/\sqrt{\min(m, n)}`
-    per matrix, as one batched core call (``tau`` one radius per matrix)."""
+    per matrix, as one batched core call (``tau`` one radius per matrix); ``accuracy``:
+    ``floor`` and ``tol`` for the core."""
     xp = array_api_compat.array_namespace(x)
     k = min(x.shape[-2:])
+    accuracy = accuracy or {}
     if k == 0:
-        return spectral_ops.clip(x, 1.0, method=method, steps=steps, compute_dtype=compute_dtype)
+        return spectral_ops.clip(x, 1.0, method=method, steps=steps, compute_dtype=compute_dtype,
+                                 **accuracy)
     xs, amax = _prescaled(xp, x)
     fro = amax * xp.sqrt(xp.sum(xs * xs, axis=(-2, -1)))
     tau = (t / math.sqrt(k)) * fro
     # zero momentum (tau = 0) or a radius out of range: any radius gives the same
     # direction for a zero matrix, and non-finite input propagates as NaN
     tau = xp.where((tau > 0) & xp.isfinite(tau), tau, xp.ones_like(tau))
-    y = spectral_ops.clip(x, tau, method=method, steps=steps, compute_dtype=compute_dtype)
+    y = spectral_ops.clip(x, tau, method=method, steps=steps, compute_dtype=compute_dtype,
+                          **accuracy)
     return _times(y, 1.0 / tau)
 
 

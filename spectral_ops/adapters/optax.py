@@ -48,8 +48,9 @@ import optax
 from jax.experimental import checkify
 
 from ._jax_dist import find_mesh, spread_map
-from .direction import (NONFINITE, SCALES, Direction, check_bool, check_choice, check_int,
-                        check_real, scale_factor, smax_log)
+from .direction import (DEFAULT_POLAR_FLOOR, DEFAULT_POLAR_METHOD, DEFAULT_POLAR_TOL, NONFINITE,
+                        SCALES, Direction, check_bool, check_choice, check_int, check_real,
+                        scale_factor, smax_log)
 
 __all__ = ["scale_by_spectral", "ScaleBySpectralState", "muon", "mucon", "muon_p", "dyn_muon",
            "Direction", "scale_factor", "SCALES", "NONFINITE"]
@@ -309,15 +310,22 @@ def _preset(name, direction_kw, learning_rate, weight_decay, spectral_mask, adam
 
 
 _POWER_HINTS = {"steps": " (power's step counts follow from p and the dtype)",
+                "tol": " (power's accuracy targets follow from p and the dtype)",
                 "tau": " (tau is mucon's)"}
 
 
 def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
-         weight_decay: float = 0.0, method: str = "auto", steps: int | None = None,
-         scale: str = "spectral", compute_dtype=None, batch_dims: int = 0,
-         spectral_mask=None, mu_dtype=None, nonfinite: str = "skip",
-         **adam) -> optax.GradientTransformation:
+         weight_decay: float = 0.0, method: str = DEFAULT_POLAR_METHOD, steps: int | None = None,
+         scale: str = "spectral", compute_dtype=None, floor: float = DEFAULT_POLAR_FLOOR,
+         tol: float = DEFAULT_POLAR_TOL, batch_dims: int = 0, spectral_mask=None, mu_dtype=None,
+         nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """Muon: the polar factor of the momentum.
+
+    ``method``, ``steps``, ``floor``, ``tol`` and ``compute_dtype`` pass
+    through to :func:`spectral_ops.polar`, with the optimizer's defaults (as
+    the PyTorch ``Muon``'s): Polar Express with the fewest steps that map every
+    singular value above ``floor * s_max`` (1e-2) to within ``tol`` (0.3) of 1;
+    ``tol=1e-4, floor=1e-3`` gives ``polar``'s own float32 accuracy.
 
     With ``method="jordan", steps=5, scale="jordan"`` it reproduces
     ``optax.contrib.muon`` (tested to 1e-5 in float32). ``spectral_mask``: a
@@ -330,7 +338,7 @@ def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
     docstring), for both the spectral and the AdamW leaves.
     """
     return _preset("muon", dict(kind="polar", method=method, steps=steps,
-                                compute_dtype=compute_dtype),
+                                compute_dtype=compute_dtype, floor=floor, tol=tol),
                    learning_rate, weight_decay, spectral_mask, adam, momentum=momentum,
                    nesterov=nesterov, scale=scale, batch_dims=batch_dims, mu_dtype=mu_dtype,
                    nonfinite=nonfinite, hints={"tau": " (tau is mucon's)",
@@ -340,7 +348,8 @@ def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
 def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
           nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
           steps: int | None = None, scale: str = "spectral", compute_dtype=None,
-          batch_dims: int = 0, spectral_mask=None, mu_dtype=None, normalize: bool = True,
+          floor: float | None = None, tol: float | None = None, batch_dims: int = 0,
+          spectral_mask=None, mu_dtype=None, normalize: bool = True,
           nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """MuCon: the momentum with its singular values clipped.
 
@@ -348,10 +357,13 @@ def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
     momentum's RMS singular value ``||M||_F / sqrt(min(m, n))`` per matrix, and
     the direction is ``clip(M, radius) / radius`` (spectral norm at most 1, as
     Muon's). ``normalize=False``: the literal ``clip(M, tau)`` with an absolute
-    ``tau`` (default 1.0).
+    ``tau`` (default 1.0). ``method``, ``steps``, ``floor``, ``tol`` and
+    ``compute_dtype`` pass through to :func:`spectral_ops.clip`, with its
+    defaults.
     """
     return _preset("mucon", dict(kind="clip", method=method, steps=steps, tau=tau,
-                                 compute_dtype=compute_dtype, normalize=normalize),
+                                 compute_dtype=compute_dtype, normalize=normalize,
+                                 floor=floor, tol=tol),
                    learning_rate, weight_decay, spectral_mask, adam, momentum=momentum,
                    nesterov=nesterov, scale=scale, batch_dims=batch_dims, mu_dtype=mu_dtype,
                    nonfinite=nonfinite, hints={"p": " (p is muon_p's)"})
@@ -359,9 +371,9 @@ def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
 
 def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
            nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
-           scale: str = "spectral", compute_dtype=None, batch_dims: int = 0,
-           spectral_mask=None, mu_dtype=None, normalize: bool = True, nonfinite: str = "skip",
-           **adam) -> optax.GradientTransformation:
+           scale: str = "spectral", compute_dtype=None, floor: float | None = None,
+           batch_dims: int = 0, spectral_mask=None, mu_dtype=None, normalize: bool = True,
+           nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """Muon^p: the fractional power ``U S^p V^T`` of the momentum, ``p`` in [-1, 1].
 
     ``normalize=True`` (default): divided by ``s_max^p`` per matrix (top singular
@@ -369,7 +381,8 @@ def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
     literal ``U S^p V^T``.
     """
     return _preset("muon_p", dict(kind="power", method=method, p=p,
-                                  compute_dtype=compute_dtype, normalize=normalize),
+                                  compute_dtype=compute_dtype, normalize=normalize,
+                                  floor=floor),
                    learning_rate, weight_decay, spectral_mask, adam, momentum=momentum,
                    nesterov=nesterov, scale=scale, batch_dims=batch_dims, mu_dtype=mu_dtype,
                    nonfinite=nonfinite, hints=_POWER_HINTS)
@@ -377,15 +390,16 @@ def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
 
 def dyn_muon(learning_rate, *, p_schedule: Callable, momentum: float = 0.95,
              nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
-             scale: str = "spectral", compute_dtype=None, batch_dims: int = 0,
-             spectral_mask=None, mu_dtype=None, normalize: bool = True,
+             scale: str = "spectral", compute_dtype=None, floor: float | None = None,
+             batch_dims: int = 0, spectral_mask=None, mu_dtype=None, normalize: bool = True,
              nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """DynMuon: Muon^p with ``p = p_schedule(step)``, a
     :class:`~spectral_ops.schedules.GridSchedule` such as
     ``spectral_ops.schedules.dynmuon_schedule(total_steps)``; ``normalize`` as
     for :func:`muon_p`."""
     return _preset("dyn_muon", dict(kind="power", method=method, p_schedule=p_schedule,
-                                    compute_dtype=compute_dtype, normalize=normalize),
+                                    compute_dtype=compute_dtype, normalize=normalize,
+                                    floor=floor),
                    learning_rate, weight_decay, spectral_mask, adam, momentum=momentum,
                    nesterov=nesterov, scale=scale, batch_dims=batch_dims, mu_dtype=mu_dtype,
                    nonfinite=nonfinite, hints=_POWER_HINTS)

@@ -35,8 +35,9 @@ from typing import Callable, Iterable
 import torch
 
 from ._torch_dist import OwnerCompute
-from .direction import (NONFINITE, SCALES, Direction, check_bool, check_choice, check_int,
-                        check_real, scale_factor)
+from .direction import (DEFAULT_POLAR_FLOOR, DEFAULT_POLAR_METHOD, DEFAULT_POLAR_TOL, NONFINITE,
+                        SCALES, Direction, check_bool, check_choice, check_int, check_real,
+                        scale_factor)
 
 __all__ = ["SpectralOptimizer", "Muon", "MuCon", "MuonP", "DynMuon", "Direction", "scale_factor",
            "SCALES", "NONFINITE"]
@@ -222,11 +223,14 @@ class SpectralOptimizer(torch.optim.Optimizer):
     def _finite_flags(self, params):
         """``None`` (nothing to mask) or ``{param: 0-d bool tensor}`` on each param's device.
 
-        One fused max-abs reduction per device and dtype (``torch._foreach_norm`` with
-        ``ord=inf``: NaN and inf propagate, and no finite value overflows). On the
-        CPU the flags are read back (free) and an all-finite step takes the plain
-        path; elsewhere ``"skip"`` masks without a synchronisation. ``"raise"``
-        synchronises once per device and dtype.
+        Where the flags are read back (on the CPU, where that is free, and for
+        ``"raise"``): one sum per gradient, since a finite sum means every entry
+        is finite (NaN and inf propagate through a sum); a gradient whose sum is
+        not finite is checked entry by entry (a sum of huge finite values may
+        overflow), so only the bad parameters take the masked path. Elsewhere
+        (``"skip"`` on accelerators, no host synchronisation): one fused max-abs
+        reduction per device and dtype (``torch._foreach_norm`` with
+        ``ord=inf``: NaN and inf propagate, and no finite value overflows).
         """
         if self.nonfinite == "ignore" or not params:
             return None
@@ -236,23 +240,30 @@ class SpectralOptimizer(torch.optim.Optimizer):
         flags = {}
         for (device, _), ps in by_device.items():
             grads = [p.grad for p in ps]
-            if all(type(g) is torch.Tensor for g in grads):
-                fs = torch.stack(torch._foreach_norm(grads, math.inf)).isfinite()
-            else:  # tensor subclasses (e.g. DTensor): one reduction each
-                fs = [torch.isfinite(g).all() for g in grads]
-                fs = torch.stack([f.full_tensor() if hasattr(f, "full_tensor") else f
-                                  for f in fs])
-            if self.nonfinite == "raise" or device.type == "cpu":
+            plain = all(type(g) is torch.Tensor for g in grads)
+            if plain and (self.nonfinite == "raise" or device.type == "cpu"):
+                # a finite sum: every entry finite (the usual case, one cheap pass)
+                sums = torch.stack([g.sum() for g in grads]).isfinite().tolist()
+                bad = [p for p, f in zip(ps, sums) if not f and not bool(p.grad.isfinite().all())]
+            else:
+                if plain:
+                    fs = torch.stack(torch._foreach_norm(grads, math.inf)).isfinite()
+                else:  # tensor subclasses (e.g. DTensor): one reduction each
+                    fs = [torch.isfinite(g).all() for g in grads]
+                    fs = torch.stack([f.full_tensor() if hasattr(f, "full_tensor") else f
+                                      for f in fs])
+                if not (self.nonfinite == "raise" or device.type == "cpu"):
+                    flags.update(zip(ps, fs.unbind(0)))
+                    counter = self._skips.get(device)
+                    self._skips[device] = (~fs).sum() if counter is None else \
+                        counter + (~fs).sum()
+                    continue
                 bad = [p for p, f in zip(ps, fs.tolist()) if not f]
-                if bad and self.nonfinite == "raise":
-                    self._raise_nonfinite(bad[0])
-                if bad:  # mask only those
-                    flags.update((p, torch.zeros((), dtype=torch.bool)) for p in bad)
-                    self._skips[device] = self._skips.get(device, 0) + len(bad)
-                continue
-            flags.update(zip(ps, fs.unbind(0)))
-            counter = self._skips.get(device)
-            self._skips[device] = (~fs).sum() if counter is None else counter + (~fs).sum()
+            if bad and self.nonfinite == "raise":
+                self._raise_nonfinite(bad[0])
+            if bad:  # mask only those
+                flags.update((p, torch.zeros((), dtype=torch.bool)) for p in bad)
+                self._skips[device] = self._skips.get(device, 0) + len(bad)
         return flags or None
 
     def _raise_nonfinite(self, p):
@@ -286,49 +297,114 @@ class SpectralOptimizer(torch.optim.Optimizer):
         new.add_(d, alpha=-lr * k)
         p.copy_(torch.where(f, new, p))
 
+    def _apply_updates(self, ps, ds, lr, wd, k, ok=None):
+        """:meth:`_apply_update` for lists, the unmasked plain tensors in two fused
+        ``torch._foreach`` calls (on the CPU the same per-tensor kernels, the same bits)."""
+        plain, plain_d = [], []
+        for p, d in zip(ps, ds):
+            if type(p) is torch.Tensor or type(p) is torch.nn.Parameter:
+                if ok is None or p not in ok:
+                    plain.append(p)
+                    plain_d.append(d.reshape(p.shape).to(p.dtype))
+                    continue
+            self._apply_update(p, d, lr, wd, k, ok)
+        if plain:
+            if wd:
+                torch._foreach_mul_(plain, 1 - lr * wd)
+            torch._foreach_add_(plain, plain_d, alpha=-lr * k)
+
     def _state_dtype(self, p):
         # 16-bit parameters keep float32 optimizer state
         return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
 
     def _spectral_step(self, group, params, ok=None):
         mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
+        nesterov = group["nesterov"]
         buckets: dict = {}
+        lerp_bufs, lerp_grads = [], []  # momentum updates, in one fused call
         for p in params:
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p, dtype=self._state_dtype(p))
                 state["step"] = 0
             buf = state["momentum_buffer"]
-            g = p.grad.to(buf.dtype)
+            g = p.grad if p.grad.dtype == buf.dtype else p.grad.to(buf.dtype)
             if ok is not None and p in ok:
                 # a skipped parameter: lerp towards the buffer itself leaves it exact,
                 # and its (finite) direction is discarded by _apply_update
                 g = torch.where(ok[p], g, buf)
-            buf.lerp_(g, 1 - mu)
-            upd = g.lerp(buf, mu) if group["nesterov"] else buf
-            shape = self._matrix_shape(p, group["batch_dims"])
-            key = (shape, upd.dtype, upd.device, state["step"])
-            buckets.setdefault(key, []).append((p, upd.reshape(shape)))
-            state["step"] += 1
-        # under DDP/FSDP2/DTensor: every bucket's directions, each map on its owner rank
-        shared = self._owner_compute.directions(self.direction, buckets)
-        for key, items in buckets.items():
-            shape, step = key[0], key[-1]
-            if shared is not None:
-                outs = shared[key]
+            if type(buf) is torch.Tensor and type(g) is torch.Tensor:
+                lerp_bufs.append(buf)
+                lerp_grads.append(g)
             else:
-                # one batched call of the core for all matrices of this shape
-                stack = torch.stack([u for _, u in items]) if len(items) > 1 else items[0][1]
-                out = self.direction(stack, step)
-                outs = out.unbind(0) if len(items) > 1 else [out]
-            fan_out, fan_in = shape[-2], shape[-1]
-            k = scale_factor(group["scale"], fan_out, fan_in)
-            for (p, _), d in zip(items, outs):
-                self._apply_update(p, d, lr, wd, k, ok)
+                buf.lerp_(g, 1 - mu)
+            shape = self._matrix_shape(p, group["batch_dims"])
+            key = (shape, buf.dtype, buf.device, state["step"])
+            buckets.setdefault(key, []).append((p, g, buf))
+            state["step"] += 1
+        if lerp_bufs:
+            torch._foreach_lerp_(lerp_bufs, lerp_grads, 1 - mu)
+        shared = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # under DDP/FSDP2/DTensor: every bucket's directions, each map on its owner rank
+            shared = self._owner_compute.directions(self.direction, {
+                key: [(p, (g.lerp(b, mu) if nesterov else b).reshape(key[0]))
+                      for p, g, b in items] for key, items in buckets.items()})
+        if shared is None:
+            self._local_directions(group, buckets, ok)
+            return
+        for key, items in buckets.items():
+            shape = key[0]
+            k = scale_factor(group["scale"], shape[-2], shape[-1])
+            self._apply_updates([p for p, _, _ in items], shared[key], lr, wd, k, ok)
+
+    def _local_directions(self, group, buckets, ok):
+        """Every bucket's directions on this process, one batched core call per stack.
+
+        The Nesterov momentum is written straight into the stack. For Muon (a
+        polar direction: the polar factor of a transpose is the transpose of the
+        polar factor), matrices of transposed shapes share a stack
+        in the wide orientation (a transformer's MLP-in and MLP-out matrices):
+        one core call fewer, each of which costs a fixed ~0.5 ms of small
+        operations on the CPU.
+        """
+        mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
+        nesterov = group["nesterov"]
+        merge = self.direction.kind == "polar"
+        stacks: dict = {}
+        for (shape, dtype, device, step), items in buckets.items():
+            wide = shape[:-2] + tuple(sorted(shape[-2:])) if merge else shape
+            stacks.setdefault((wide, dtype, device, step), []).extend(
+                (p, g, b, shape) for p, g, b in items)
+        for (wide, dtype, device, step), items in stacks.items():
+            if len(items) > 1:
+                stack = torch.empty((len(items), *wide), dtype=dtype, device=device)
+                for (_, g, b, shape), row in zip(items, stack.unbind(0)):
+                    g, b = g.reshape(shape), b.reshape(shape)
+                    if shape != wide:  # tall: its transpose
+                        g, b = g.mT, b.mT
+                    if nesterov:
+                        torch.lerp(g, b, mu, out=row)
+                    else:
+                        row.copy_(b)
+                outs = self.direction(stack, step).unbind(0)
+                outs = [d if shape == wide else d.mT for (_, _, _, shape), d in zip(items, outs)]
+            else:
+                _, g, b, shape = items[0]
+                outs = [self.direction((g.lerp(b, mu) if nesterov else b).reshape(shape), step)]
+            by_scale: dict = {}
+            for (p, _, _, shape), d in zip(items, outs):
+                k = scale_factor(group["scale"], shape[-2], shape[-1])
+                ps, ds = by_scale.setdefault(k, ([], []))
+                ps.append(p)
+                ds.append(d)
+            for k, (ps, ds) in by_scale.items():
+                self._apply_updates(ps, ds, lr, wd, k, ok)
 
     def _adamw_step(self, group, params, ok=None):
         lr, (b1, b2) = group["adamw_lr"], group["adamw_betas"]
         eps, wd = group["adamw_eps"], group["adamw_weight_decay"]
+        fused: dict = {}  # unmasked plain tensors by step count: fused torch._foreach calls
         for p in params:
             state = self.state[p]
             if "exp_avg" not in state:
@@ -338,8 +414,11 @@ class SpectralOptimizer(torch.optim.Optimizer):
             state["step"] += 1
             t = state["step"]
             m, v = state["exp_avg"], state["exp_avg_sq"]
-            g = p.grad.to(m.dtype)
+            g = p.grad if p.grad.dtype == m.dtype else p.grad.to(m.dtype)
             f = None if ok is None else ok.get(p)
+            if f is None and all(type(x) is torch.Tensor for x in (m, v, g)):
+                fused.setdefault(t, []).append((p, m, v, g))
+                continue
             if f is None:
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
@@ -348,6 +427,17 @@ class SpectralOptimizer(torch.optim.Optimizer):
                 v.copy_(torch.where(f, v.mul(b2).addcmul_(g, g, value=1 - b2), v))
             denom = (v / (1 - b2**t)).sqrt_().add_(eps)
             self._apply_update(p, m / (1 - b1**t) / denom, lr, wd, 1, ok)
+        for t, items in fused.items():  # the same arithmetic, list by list
+            ps, ms, vs, gs = (list(x) for x in zip(*items))
+            torch._foreach_lerp_(ms, gs, 1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+            denom = torch._foreach_div(vs, 1 - b2**t)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, eps)
+            upd = torch._foreach_div(ms, 1 - b1**t)
+            torch._foreach_div_(upd, denom)
+            self._apply_updates(ps, upd, lr, wd, 1)
 
     def load_state_dict(self, state_dict):
         """As ``torch.optim.Optimizer.load_state_dict``, keeping float32 state of
@@ -438,6 +528,7 @@ def _check_options(name, kwargs, hints=None):
 
 
 _POWER_HINTS = {"steps": " (power's step counts follow from p and the dtype)",
+                "tol": " (power's accuracy targets follow from p and the dtype)",
                 "tau": " (tau is MuCon's)"}
 
 
@@ -445,8 +536,21 @@ class Muon(SpectralOptimizer):
     """Muon: the polar factor of the momentum (:func:`spectral_ops.polar`).
 
     ``Muon(params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-    method="auto", steps=None, scale="spectral", compute_dtype=None, **options)``,
-    ``options`` those of :class:`SpectralOptimizer` (``adamw_*``, ``nonfinite``, ...).
+    method="polar_express", steps=None, scale="spectral", compute_dtype=None,
+    floor=1e-2, tol=0.3, **options)``, ``options`` those of
+    :class:`SpectralOptimizer` (``adamw_*``, ``nonfinite``, ...).
+
+    ``method``, ``steps``, ``floor``, ``tol`` and ``compute_dtype`` pass through
+    to :func:`spectral_ops.polar`. The defaults are the optimizer's, not
+    ``polar``'s (``DEFAULT_POLAR_METHOD``, ``DEFAULT_POLAR_FLOOR`` and
+    ``DEFAULT_POLAR_TOL`` of :mod:`spectral_ops.adapters.direction`): Polar
+    Express with the fewest matrix products that map every singular value of
+    the momentum at or above ``floor * s_max`` to within ``tol`` of 1, which
+    trained as well as the exact polar factor on the character model of
+    docs/training.md ("Optimizer defaults") at about half the products of
+    ``polar``'s own defaults. ``floor=1e-3, tol=1e-4`` (or ``method="svd"``)
+    gives the polar factor to float32 accuracy.
+
     With ``method="jordan", steps=5, scale="jordan", compute_dtype=torch.bfloat16``
     it reproduces ``torch.optim.Muon``: after 10 steps the parameters differ by
     less than twice what ``torch.optim.Muon`` itself changes under one bfloat16
@@ -454,15 +558,17 @@ class Muon(SpectralOptimizer):
     """
 
     def __init__(self, params: Iterable, lr: float = 0.02, momentum: float = 0.95,
-                 nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
-                 steps: int | None = None, scale: str = "spectral", compute_dtype=None,
-                 **options):
+                 nesterov: bool = True, weight_decay: float = 0.0,
+                 method: str = DEFAULT_POLAR_METHOD, steps: int | None = None,
+                 scale: str = "spectral", compute_dtype=None,
+                 floor: float = DEFAULT_POLAR_FLOOR, tol: float = DEFAULT_POLAR_TOL, **options):
         name = type(self).__name__
         _check_options(name, options, {"tau": " (tau is MuCon's)",
                                        "p": " (p is MuonP's)", "normalize": " (Muon's direction "
                                        "is scale-invariant already)"})
         super().__init__(params, lr, direction=Direction("polar", method, steps,
-                                                         compute_dtype=compute_dtype, owner=name),
+                                                         compute_dtype=compute_dtype,
+                                                         floor=floor, tol=tol, owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          scale=scale, **options)
 
@@ -479,17 +585,23 @@ class MuCon(SpectralOptimizer):
     ``normalize=False``: MuCon's literal ``clip(M, tau)`` with an absolute
     ``tau`` (default 1.0); the step's spectral norm is then at most
     ``lr * tau * sqrt(fan_out / fan_in)``.
+
+    ``method``, ``steps``, ``floor``, ``tol`` and ``compute_dtype`` pass through
+    to :func:`spectral_ops.clip`, with its defaults (``floor=None``: 1e-3;
+    ``tol=None``: by compute dtype, 1e-4 in float32).
     """
 
     def __init__(self, params: Iterable, lr: float = 0.02, tau: float | None = None,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
                  method: str = "auto", steps: int | None = None, scale: str = "spectral",
-                 compute_dtype=None, normalize: bool = True, **options):
+                 compute_dtype=None, normalize: bool = True, floor: float | None = None,
+                 tol: float | None = None, **options):
         name = type(self).__name__
         _check_options(name, options, {"p": " (p is MuonP's)"})
         super().__init__(params, lr, direction=Direction("clip", method, steps, tau=tau,
                                                          compute_dtype=compute_dtype,
-                                                         normalize=normalize, owner=name),
+                                                         normalize=normalize, floor=floor,
+                                                         tol=tol, owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          scale=scale, **options)
 
@@ -502,17 +614,22 @@ class MuonP(SpectralOptimizer):
     (estimated per matrix by power iteration), so its top singular value is 1
     as in Muon and, for ``p >= 0``, its spectral norm is 1 whatever the
     gradient's scale. ``normalize=False``: the literal ``U S^p V^T``.
+    ``method``, ``floor`` and ``compute_dtype`` pass through to
+    :func:`spectral_ops.power`, with its defaults (no ``tol``: power's accuracy
+    targets follow from ``p`` and the dtype). At ``p = 0`` with
+    ``method="auto"`` the direction is :class:`Muon`'s default one.
     """
 
     def __init__(self, params: Iterable, lr: float = 0.02, p: float | Fraction = 0.5,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
                  method: str = "auto", scale: str = "spectral", compute_dtype=None,
-                 normalize: bool = True, **options):
+                 normalize: bool = True, floor: float | None = None, **options):
         name = type(self).__name__
         _check_options(name, options, _POWER_HINTS)
         super().__init__(params, lr, direction=Direction("power", method, p=p,
                                                          compute_dtype=compute_dtype,
-                                                         normalize=normalize, owner=name),
+                                                         normalize=normalize, floor=floor,
+                                                         owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          scale=scale, **options)
 
@@ -520,12 +637,13 @@ class MuonP(SpectralOptimizer):
 class DynMuon(SpectralOptimizer):
     """DynMuon: Muon^p with the exponent ``p_schedule(step)`` (step counted from 0
     per parameter), e.g. :func:`spectral_ops.schedules.dynmuon_schedule`;
-    ``normalize`` as for :class:`MuonP`."""
+    ``normalize``, ``method``, ``floor`` and ``compute_dtype`` as for
+    :class:`MuonP`."""
 
     def __init__(self, params: Iterable, lr: float = 0.02, p_schedule: Callable | None = None,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
                  method: str = "auto", scale: str = "spectral", compute_dtype=None,
-                 normalize: bool = True, **options):
+                 normalize: bool = True, floor: float | None = None, **options):
         name = type(self).__name__
         if p_schedule is None:
             raise ValueError(f"{name} needs p_schedule, e.g. "
@@ -533,6 +651,7 @@ class DynMuon(SpectralOptimizer):
         _check_options(name, options, _POWER_HINTS)
         super().__init__(params, lr, direction=Direction("power", method, p_schedule=p_schedule,
                                                          compute_dtype=compute_dtype,
-                                                         normalize=normalize, owner=name),
+                                                         normalize=normalize, floor=floor,
+                                                         owner=name),
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          scale=scale, **options)
