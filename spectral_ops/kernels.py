@@ -266,19 +266,24 @@ def inverse_root(xp, m0, r: int, coefs, eye):
     after the last step.
     """
     y, m = None, m0
-    tiny = bb.dtype_tiny(xp, m0.dtype)
+    # once M ~ I its off-diagonal entries shrink quadratically towards subnormals, and
+    # products of small entries of Q land there (CPUs compute subnormals 10-80x slower:
+    # the ridge route at 256 x 1024 ran 9x slower); entries below eps^2 of M's
+    # and Q's norm (about 1) are far below round-off: zero them
+    small = bb.dtype_eps(xp, m0.dtype) ** 2
     for t, (ca, cb, cc) in enumerate(coefs):
         terms = [(ca, eye), (cb, m)] + ([(cc, m @ m)] if cc else [])
-        w = lincomb(xp, terms, m.dtype)
+        w = _flush(xp, lincomb(xp, terms, m.dtype), small)
         y = w if y is None else y @ w
         if t + 1 == len(coefs):
             break
         m = matpow(xp, w, r, eye) @ m
-        m = 0.5 * (m + mT(xp, m))  # symmetric in exact arithmetic
-        # once M ~ I its off-diagonal entries shrink quadratically into subnormals,
-        # which CPUs compute 10-80x slower; they are far below round-off: zero them
-        m = xp.where(xp.abs(m) < tiny, xp.zeros_like(m), m)
+        m = _flush(xp, 0.5 * (m + mT(xp, m)), small)  # symmetric in exact arithmetic
     return eye if y is None else y
+
+
+def _flush(xp, x, small):
+    return xp.where(xp.abs(x) < small, xp.zeros_like(x), x)
 
 
 def inverse_root_count(r: int, coefs) -> int:
