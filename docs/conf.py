@@ -375,6 +375,7 @@ def _power_numbers(S):
         [routing.newton_steps(lower, Fraction(p).denominator, routing.ROOT_TOL["float32"])
          for p in positive])
     S["power_root_tol_f32"] = f"${_tex10(routing.ROOT_TOL['float32'])}$"
+    S["power_minimax_min_floor"] = f"${_tex10(routing.MINIMAX_ROOT_MIN_FLOOR['float32'])}$"
     S["power_root_tol_f64"] = f"${_tex10(routing.ROOT_TOL['float64'])}$"
     pe = polar_plan(_zeros(REF), method="polar_express")
     half = plan("1/2")
@@ -386,10 +387,6 @@ def _power_numbers(S):
     S["power_p"] = ITERATION[half.polar_iteration]
     S["power_p_rule"] = _p_rule(half.polar_iteration == "gram")
     S["power_p_short"] = _p_rule(half.polar_iteration == "gram", short=True)
-    S["power_asv_note"] = (
-        "That run predates Gram Newton-Schulz for the polar factor inside `power`: it "
-        "ran Polar Express at every aspect ratio (67 products for $p = 1/2$ at "
-        "$256 \\times 1024$)." if half.polar_iteration == "gram" else "")
     for p in ("1/4", "1/8", "1/16", "3/10"):
         S[f"power_products_{p.replace('/', '_')}"] = plan(p).matmuls
     S["power_max_denominator"] = routing.MAX_NEWTON_DENOMINATOR

@@ -65,6 +65,12 @@ POWER_FLOOR = {"float64": 1e-5, "float32": 1e-3, "float16": 1e-2, "bfloat16": 1e
 #: grows (15 instead of 18 products at tol 0.3). Never in 16-bit dtypes: measured in
 #: bfloat16 (256 x 1024 Gaussian, tol 2e-2), the first nonic step diverges.
 NONIC_MIN_TOL = 1e-3
+#: power, ``H^p P`` route: the smallest floor for which the root takes the minimax steps;
+#: below it, Newton's. Their coefficients (up to about 50) carry round-off into the
+#: directions of the small singular values, which ``H Y^(b-a)`` amplifies: float32,
+#: 128 x 512, condition 1e4, floor 1e-4, p = 1/4: relative error 2.1e-3 through the
+#: minimax steps, 1.3e-4 through Newton's (at the default floor 1e-3 both meet 1e-3).
+MINIMAX_ROOT_MIN_FLOOR = {"float32": 1e-3, "float64": 0.0}
 #: power, ridge form: target ``|1 - mu|`` of the coupled Newton iteration (exact
 #: arithmetic), per wide dtype.
 POWER_TOL = {"float64": 1e-13, "float32": 1e-5}
@@ -539,8 +545,12 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
         # ... and P's error (at most its bound) moves it by (1 - bound) / (1 + bound) at most,
         # H being divided by (1 + bound) to keep its spectrum in (0, 1]
         shrink = (1.0 - polar.error_bound) / (1.0 + polar.error_bound)
-        coefs, _ = root_schedule(design_lower(floor, m, polar.eps) * shrink, r,
-                                 ROOT_TOL[wide_name])
+        lower = design_lower(floor, m, polar.eps) * shrink
+        if floor >= MINIMAX_ROOT_MIN_FLOOR[wide_name]:
+            coefs, _ = root_schedule(lower, r, ROOT_TOL[wide_name])
+        else:  # Newton's steps: coefficients of size 1 (see MINIMAX_ROOT_MIN_FLOOR)
+            coefs = (((r + 1.0) / r, -1.0 / r, 0.0),) * newton_steps(lower, r,
+                                                                     POWER_TOL[wide_name])
         root = inverse_root_count(r, coefs)
         # H, the root, Y^(b - a), H Y^(b-a), and the product with P
         k = polar.matmuls + 1 + root + matpow_count(b - a) + 2

@@ -184,6 +184,19 @@ def test_plan():
     assert p.root_steps == len(p.root_coefficients) <= 5
 
 
+@pytest.mark.parametrize("p", [Fraction(1, 4), Fraction(1, 2)])
+def test_small_float32_floor_keeps_its_accuracy(p):
+    # below floor 1e-3 in float32 the root takes Newton's steps (MINIMAX_ROOT_MIN_FLOOR):
+    # the remedy of docs/power.md's known limits keeps its accuracy
+    B = make_matrix("ill", (128, 512), cond=1e4, seed=0, dtype=np.float32)
+    plan = power_plan(B, p, method="newton", floor=1e-4)
+    assert all(c == ((plan.root + 1) / plan.root, -1 / plan.root, 0.0)
+               for c in plan.root_coefficients)
+    assert len({c for c in power_plan(B, p, method="newton").root_coefficients}) > 1
+    exact = _exact(B.astype(np.float64), p)[0]
+    assert _rel(to_numpy(power(B, p, method="newton", floor=1e-4)), exact) <= 3e-4
+
+
 @pytest.mark.parametrize("p", [Fraction(1, 2), Fraction(1, 3), Fraction(2, 3), Fraction(-1, 2)])
 @pytest.mark.parametrize("shape", [(24, 24), (24, 96), (96, 24), (2, 24, 72)], ids=str)
 def test_plan_product_count_is_what_runs(p, shape):
