@@ -21,6 +21,9 @@ from conftest import backend_params
 TOL = {"float64": 1e-12, "float32": 2e-5}
 
 CALLS = {"polar_express": lambda B, **kw: polar(B, method="polar_express", **kw),
+         # tol 0.1: a schedule with nonic steps (their fused products too)
+         "polar_express_nonic": lambda B, **kw: polar(B, method="polar_express",
+                                                      **{"tol": 0.1, **kw}),
          "gram": lambda B, **kw: polar(B, method="gram", **kw),
          "jordan": lambda B, **kw: polar(B, method="jordan", **kw),
          "clip": lambda B, **kw: clip(B, 0.5, method="polar", **kw),
@@ -40,7 +43,8 @@ def _both(fn, monkeypatch, switch="FUSED_GEMM"):
 @pytest.mark.parametrize("backend,dtype", [p for p in backend_params()
                                            if p.id.startswith(("torch", "cupy"))])
 @pytest.mark.parametrize("shape", [(48, 80), (80, 48), (3, 32, 40)], ids=str)
-@pytest.mark.parametrize("call", ["polar_express", "gram", "jordan", "clip", "power"])
+@pytest.mark.parametrize("call", ["polar_express", "polar_express_nonic", "gram", "jordan",
+                                  "clip", "power"])
 def test_fused_gemm_matches_generic(backend, dtype, shape, call, monkeypatch):
     B = backend(make_matrix("ill", shape, cond=1e2, seed=0), dtype)
     # torch: 2-D and 3-D; CuPy's cuBLAS wrapper: 2-D float32/float64 only
