@@ -18,7 +18,7 @@ from fractions import Fraction
 
 __all__ = ["PolarPlan", "ClipPlan", "PowerPlan"]
 
-Coefficients = tuple[tuple[float, float, float], ...]
+Coefficients = tuple[tuple[float, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,10 @@ class PolarPlan:
         ``"gram"``); None for the other methods.
     floor : float
         The relative singular-value floor the plan was designed for.
-    coefficients : tuple of (a, b, c)
-        The odd quintics, one per step (``"polar_express"``, ``"gram"``,
-        ``"jordan"``).
+    coefficients : tuple of tuples
+        The odd polynomials, one per step, coefficients from :math:`x` up:
+        ``(a, b, c)`` for a quintic, five for a degree-9 step (``"polar_express"``
+        with ``tol >= 1e-3``; ``"gram"`` and ``"jordan"`` take quintics).
     qdwh_weights : tuple of (a, b, c)
         The dynamically weighted Halley weights, one per step (``"qdwh"``).
     restart_after : int or None

@@ -6,7 +6,10 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
 ``"polar_express"``
     Per-step minimax-optimal odd quintics (Polar Express). 3 products a step:
     ``A = XX^T`` (m x m), ``A @ A``, ``(bA + cA^2) X``. The step count comes from
-    ``floor`` and ``tol`` (worst-case error guaranteed in exact arithmetic).
+    ``floor`` and ``tol`` (worst-case error guaranteed in exact arithmetic). For
+    ``tol >= 1e-3`` (32/64-bit) the schedule may mix in minimax degree-9 steps
+    (4 products: ``A``, ``A @ A``, ``A^2 (cI + dA + eA^2)``, ``(...) X``) where
+    they reach ``tol`` with fewer products (our own extension; docs/polar.md).
 ``"jordan"``
     Muon's classic quintic (3.4445, -4.7750, 2.0315), 5 steps by default; the
     same arithmetic as ``torch.optim.Muon`` and ``optax.contrib.muon``. It does
