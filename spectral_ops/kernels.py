@@ -34,8 +34,8 @@ from . import _backbone as bb
 from . import _fastpaths as fp
 
 __all__ = ["polar_factor", "polar_express", "quintic_step", "nonic_step", "jordan",
-           "gram_newton_schulz", "qdwh", "svd_map", "inverse_root", "inverse_root_count", "matpow", "lincomb",
-           "tight_start", "mT"]
+           "gram_newton_schulz", "qdwh", "svd_map", "inverse_root", "inverse_root_count",
+           "matpow", "lincomb", "tight_start", "mT"]
 
 
 def mT(xp, x):

@@ -197,6 +197,16 @@ def test_small_float32_floor_keeps_its_accuracy(p):
     assert _rel(to_numpy(power(B, p, method="newton", floor=1e-4)), exact) <= 3e-4
 
 
+@pytest.mark.parametrize("p", [Fraction(1, 16), Fraction(1, 8), Fraction(1, 4)])
+def test_float64_small_exponents_meet_the_target(p):
+    # float64 takes the minimax root only for denominators up to 4
+    # (MINIMAX_ROOT_MAX_DENOMINATOR): at 1/16 its round-off would pass 1e-10
+    B = _conditioned((128, 512), 1e4, seed=2)
+    plan = power_plan(B, p, method="newton")
+    assert (len(set(plan.root_coefficients)) > 1) == (p.denominator <= 4)
+    assert _rel(to_numpy(power(B, p, method="newton")), _exact(B, p)[0]) <= 1e-10
+
+
 @pytest.mark.parametrize("p", [Fraction(1, 2), Fraction(1, 3), Fraction(2, 3), Fraction(-1, 2)])
 @pytest.mark.parametrize("shape", [(24, 24), (24, 96), (96, 24), (2, 24, 72)], ids=str)
 def test_plan_product_count_is_what_runs(p, shape):
