@@ -138,16 +138,8 @@ def _schedule(lower: float, steps: int, cushion: float, safety: float):
     lo, hi = lower, 1.0
     coefs, errors = [], []
     for t in range(steps):
-        design_lo = max(lo, cushion * hi)
-        coef = minimax_odd_quintic(design_lo, hi)
-        # re-centre: the true interval [lo, hi] maps to [p(lo), p(hi)] around 1
-        img_lo, img_hi = quintic_image(coef, lo, hi)
-        scale = 2.0 / (img_lo + img_hi)
-        a, b, c = (scale * k for k in coef)
-        if t < steps - 1 and safety != 1.0:
-            a, b, c = a / safety, b / safety**3, c / safety**5
-        coefs.append((a, b, c))
-        lo, hi = quintic_image((a, b, c), lo, hi)
+        coef, lo, hi = _greedy_step(lo, hi, 5, t == steps - 1, safety, cushion)
+        coefs.append(coef)
         errors.append(max(1.0 - lo, hi - 1.0))
     return tuple(coefs), tuple(errors)
 
@@ -396,14 +388,19 @@ def cushion(degree: int) -> float:
     return math.sqrt(lo * hi)
 
 
-def _mixed_step(lo, hi, degree, last, safety):
-    """One step of the greedy schedule on ``[lo, hi]``: minimax on the cushioned
-    interval, re-centred, ``x / safety`` unless last; returns (coef, new lo, new hi)."""
-    kappa = CUSHION if degree == 5 else cushion(degree)
+def _greedy_step(lo, hi, degree, last, safety, kappa=None):
+    """One step of a greedy Polar Express schedule on ``[lo, hi]``: the minimax odd
+    polynomial of ``degree`` on ``[max(lo, kappa hi), hi]`` (``kappa``: the
+    degree's cushion by default), re-centred so the exact image of ``[lo, hi]``
+    is symmetric about 1, evaluated at ``x / safety`` unless ``last``; returns
+    ``(coefficients, new lo, new hi)``, the new interval that exact image."""
+    if kappa is None:
+        kappa = CUSHION if degree == 5 else cushion(degree)
     coef = minimax_odd(max(lo, kappa * hi), hi, degree)
     img_lo, img_hi = odd_image(coef, lo, hi)
     scale = 2.0 / (img_lo + img_hi)
-    coef = tuple(scale * c / (1.0 if last else safety ** (2 * j + 1)) for j, c in enumerate(coef))
+    coef = tuple(scale * c / (1.0 if last or safety == 1.0 else safety ** (2 * j + 1))
+                 for j, c in enumerate(coef))
     return (coef, *odd_image(coef, lo, hi))
 
 
@@ -447,12 +444,12 @@ def _mixed_schedule(lower, tol, safety):
             total = cost + STEP_PRODUCTS[degree]
             nonic = sum(len(c) == 5 for c in prefix) + (degree == 9)
             if (total, nonic) < best[:2]:
-                coef, l_end, h_end = _mixed_step(lo, hi, degree, True, safety)
+                coef, l_end, h_end = _greedy_step(lo, hi, degree, True, safety)
                 e = max(1.0 - l_end, h_end - 1.0)
                 if e <= tol and (total, nonic, e) < best[:3]:
                     best = (total, nonic, e, prefix + (coef,))
             # a longer prefix must leave room for a last step that beats the best
             if total + STEP_PRODUCTS[5] <= best[0]:
-                coef, l_next, h_next = _mixed_step(lo, hi, degree, False, safety)
+                coef, l_next, h_next = _greedy_step(lo, hi, degree, False, safety)
                 stack.append((prefix + (coef,), total, l_next, h_next))
     return best[3], best[2]

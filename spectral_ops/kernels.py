@@ -57,17 +57,22 @@ def lincomb(xp, terms, dtype):
     return out if wide == dtype else xp.astype(out, dtype)
 
 
-def polar_factor(xp, x, plan):
+def polar_factor(xp, x, plan, start=None):
     """The polar factor of the wide-oriented ``x`` by the method of ``plan``.
 
     ``plan`` is a :class:`~spectral_ops.PolarPlan`; this is the executor of
     :func:`~spectral_ops.polar` and of the polar factors and signs inside
-    :func:`~spectral_ops.clip` and :func:`~spectral_ops.power`.
+    :func:`~spectral_ops.clip` and :func:`~spectral_ops.power`. ``start``: the
+    :func:`tight_start` of ``x`` where the caller has it (Polar Express and Gram
+    Newton-Schulz only).
     """
     if plan.method == "polar_express":
-        return polar_express(xp, x, plan.coefficients, plan.eps)
+        return polar_express(xp, x, plan.coefficients, plan.eps, start)
     if plan.method == "gram":
-        return gram_newton_schulz(xp, x, plan.coefficients, plan.eps, plan.restart_after)
+        return gram_newton_schulz(xp, x, plan.coefficients, plan.eps, plan.restart_after,
+                                  start)
+    if start is not None:
+        raise ValueError(f"a tight start applies to polar_express and gram, not {plan.method}")
     if plan.method == "jordan":
         return jordan(xp, x, plan.coefficients)
     if plan.method == "qdwh":

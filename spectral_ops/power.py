@@ -46,8 +46,7 @@ from fractions import Fraction
 
 from . import _backbone as bb
 from . import _fastpaths as fp
-from .kernels import (gram_newton_schulz, inverse_root, matpow, mT, polar_express, polar_factor,
-                      svd_map, tight_start)
+from .kernels import inverse_root, matpow, mT, polar_factor, svd_map, tight_start
 from .plans import PowerPlan
 from .routing import POWER_METHODS, is_real, plan_power
 
@@ -192,16 +191,11 @@ def _polar_root(xp, x, plan):
     m = x.shape[-2]
     # the tight start scales B to s_max in [m^(-1/8) / (1 + eps), 1]; P's iteration starts
     # from it, and H = B P^T then has its spectrum in (0, 1] as the root iteration needs
-    pp = plan.polar
-    start = tight_start(xp, xw, pp.eps)
-    if pp.method == "gram":
-        p = gram_newton_schulz(xp, start[0], pp.coefficients, pp.eps, pp.restart_after,
-                               start=start)
-    else:
-        p = polar_express(xp, start[0], pp.coefficients, pp.eps, start=start)
+    start = tight_start(xp, xw, plan.polar.eps)
+    p = polar_factor(xp, start[0], plan.polar, start)
     xs, p = xp.astype(start[0], wide), xp.astype(p, wide)
     # P's singular values are within its bound of 1: H / (1 + bound) stays in (0, 1]
-    grow = 1.0 + pp.error_bound
+    grow = 1.0 + plan.polar.error_bound
     h = xs @ mT(xp, p)
     h = (0.5 / grow) * (h + mT(xp, h))
     eye = bb.eye_like(xp, h, m)
