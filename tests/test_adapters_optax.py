@@ -68,6 +68,23 @@ def test_optax_state_is_named_tuples_and_layout_is_flax():
     # flax (in, out) = (16, 64): fan_out / fan_in = 4, spectral scale 2
     np.testing.assert_allclose(np.linalg.svd(np.asarray(u["k"]), compute_uv=False), 2.0, rtol=1e-5)
 
+def test_optax_default_scale_is_optax_contrib_muons_rule():
+    # sqrt(max(1, fan_out / fan_in)): flax (in, out) = (64, 16) gets 1 (the spectral
+    # rule would give 1/2), (16, 64) gets 2
+    tx = so.scale_by_spectral(Direction("polar", "svd"), momentum=0.0, nesterov=False)
+    rng = np.random.default_rng(1)
+    w = {k: jnp.asarray(rng.standard_normal(shape), jnp.float32)
+         for k, shape in (("wide", (64, 16)), ("tall", (16, 64)))}
+    u, _ = tx.update(w, tx.init(w))
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(u["wide"]), compute_uv=False), 1.0,
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(u["tall"]), compute_uv=False), 2.0,
+                               rtol=1e-5)
+    import inspect
+    for preset in (so.muon, so.mucon, so.muon_p, so.dyn_muon):
+        assert inspect.signature(preset).parameters["scale"].default == "jordan"
+
+
 def test_optax_schedule_must_list_its_values():
     with pytest.raises(ValueError, match=r"must list its values"):
         so.dyn_muon(0.02, p_schedule=lambda t: 0.5)
@@ -233,9 +250,10 @@ def _mlp_loss(tx, steps=30):
 
 
 def test_optax_one_learning_rate_serves_muon_mucon_and_muon_p():
-    muon = _mlp_loss(so.muon(0.02))
-    mucon = _mlp_loss(so.mucon(0.02))
-    muon_p = _mlp_loss(so.muon_p(0.02))
+    # at one scale rule: see the PyTorch test of the same name
+    muon = _mlp_loss(so.muon(0.02, scale="spectral"))
+    mucon = _mlp_loss(so.mucon(0.02, scale="spectral"))
+    muon_p = _mlp_loss(so.muon_p(0.02, scale="spectral"))
     assert mucon <= 1.5 * muon and muon_p <= 1.5 * muon, (muon, mucon, muon_p)
 
 

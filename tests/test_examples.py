@@ -77,9 +77,21 @@ def test_training_page_shows_the_committed_defaults_table():
         "paste the output of `python docs/examples/char_model.py --from "
         "docs/examples/char_model_defaults.json`")
     # the run used the optimizer defaults the library has now
-    from spectral_ops.adapters.direction import Direction
+    from spectral_ops.adapters.direction import DEFAULT_SCALE, Direction
     ours = results["optimizer_settings"]["Muon"][0]
     assert ours["direction"] == repr(Direction("polar"))
+    assert ours["defaults"]["scale"] == repr(DEFAULT_SCALE)
+
+
+def test_training_page_shows_the_committed_scale_seeds_table():
+    _needs_torch()
+    files = sorted(DEFAULTS.parent.glob("char_model_scale_seeds/seed*.json"))
+    assert len(files) == 5
+    table = _load_script().seeds_table([json.loads(f.read_text()) for f in files])
+    assert table in PAGE.read_text(), (
+        "docs/training.md does not show the table of docs/examples/char_model_scale_seeds/; "
+        "paste the output of `python docs/examples/char_model.py --from "
+        "docs/examples/char_model_scale_seeds/seed*.json`")
 
 
 def test_char_model_optimizer_variants_parse():

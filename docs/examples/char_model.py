@@ -34,7 +34,8 @@ minutes on an otherwise idle 2-core CPU):
 
 ``--quick`` is a smoke test (a smaller model, 30 steps, one learning rate per
 optimizer); ``--from PATH`` prints the Markdown table of a results file, and
-with ``--plot`` draws its figure, without training.
+with ``--plot`` draws its figure, without training; ``--from`` with several
+files (the same optimizers at other ``--seed``) prints their losses side by side.
 
 Variants of our optimizers run side by side under names that carry constructor
 arguments, ``NAME[key=value;key=value]``, and ``--seed`` shifts both seeds.
@@ -42,9 +43,16 @@ The measurement behind Muon's accuracy defaults (docs/training.md, "Optimizer
 defaults"; about 5 minutes):
 
     python docs/examples/char_model.py --threads 1 \
-        --optimizers "torch.optim.Muon,Muon,Muon[method=auto;floor=0.001;tol=0.0001],Muon[compute_dtype=bfloat16],Muon[scale=jordan]" \
+        --optimizers "torch.optim.Muon,Muon,Muon[method=auto;floor=0.001;tol=0.0001],Muon[compute_dtype=bfloat16],Muon[scale=spectral]" \
         --lrs 0.02 --lrs torch.optim.Muon=0.015,0.02,0.03 --lrs Muon=0.015,0.02,0.03 \
         --json docs/examples/char_model_defaults.json
+
+and behind the default ``scale`` (about 4 minutes per seed; seeds 0 to 4):
+
+    python docs/examples/char_model.py --threads 1 --seed 1 \
+        --optimizers "torch.optim.Muon,Muon,Muon[scale=spectral]" --lrs 0.015,0.02,0.03 \
+        --json docs/examples/char_model_scale_seeds/seed1.json
+    python docs/examples/char_model.py --from docs/examples/char_model_scale_seeds/seed*.json
 """
 
 from __future__ import annotations
@@ -366,6 +374,33 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(results: list) -> str:
+    """Several runs of the same optimizers at other seeds: each optimizer's final
+    validation loss at its best learning rate, per seed, their mean, and the mean
+    against the first optimizer's mean (the reference, e.g. ``torch.optim.Muon``)."""
+    seeds = [r["config"].get("seed", 0) for r in results]
+    names = [row["optimizer"] for row in results[0]["table"]]
+    loss = {n: [] for n in names}
+    speed = {n: [] for n in names}
+    for r in results:
+        rows = {row["optimizer"]: row for row in r["table"]}
+        if list(rows) != names:
+            raise ValueError("the results files must hold the same optimizers in the same order")
+        for n in names:
+            loss[n].append(rows[n]["final_val_loss"])
+            speed[n].append(rows[n]["tokens_per_s"])
+    head = ("| optimizer | " + " | ".join(f"seed {s}" for s in seeds)
+            + " | mean | against the first | tokens/s, mean |")
+    lines = [head, "| --- |" + " ---: |" * (len(seeds) + 3)]
+    ref = statistics.fmean(loss[names[0]])
+    for n in names:
+        mean = statistics.fmean(loss[n])
+        vs = "" if n == names[0] else f"{100 * (mean / ref - 1):+.2f}%"
+        lines.append(f"| {n} | " + " | ".join(f"{v:.4f}" for v in loss[n])
+                     + f" | {mean:.4f} | {vs} | {statistics.fmean(speed[n]):,.0f} |")
+    return "\n".join(lines)
+
+
 def dumps(results: dict) -> str:
     """The results as JSON text: indented, one line per run (the per-step lists are long)."""
     head = json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1)
@@ -565,12 +600,17 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", help="write curves, timings and the table here")
     ap.add_argument("--plot", help="write the figure here (e.g. docs/_static/char_model.png)")
-    ap.add_argument("--from", dest="source", metavar="JSON",
-                    help="no training: print the table of this results file (and --plot its figure)")
+    ap.add_argument("--from", dest="source", metavar="JSON", nargs="+",
+                    help="no training: print the table of this results file (and --plot its "
+                         "figure); of several files (other seeds), the losses side by side")
     args = ap.parse_args(argv)
 
+    if args.source and len(args.source) > 1:
+        results = [json.loads(Path(s).read_text()) for s in args.source]
+        print(seeds_table(results))
+        return results
     if args.source:
-        results = json.loads(Path(args.source).read_text())
+        results = json.loads(Path(args.source[0]).read_text())
         print(markdown_table(results))
         if args.plot:
             plot(results, args.plot)

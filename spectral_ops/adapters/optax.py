@@ -48,7 +48,8 @@ import optax
 from jax.experimental import checkify
 
 from ._jax_dist import find_mesh, spread_map
-from .direction import (DEFAULT_POLAR_FLOOR, DEFAULT_POLAR_METHOD, DEFAULT_POLAR_TOL, NONFINITE,
+from .direction import (DEFAULT_POLAR_FLOOR, DEFAULT_POLAR_METHOD, DEFAULT_POLAR_TOL,
+                        DEFAULT_SCALE, NONFINITE,
                         SCALES, Direction, check_bool, check_choice, check_int, check_real,
                         scale_factor, smax_log)
 
@@ -85,7 +86,7 @@ def _matrix_view(shape, batch_dims):
 
 
 def scale_by_spectral(direction: Direction, *, momentum: float = 0.95, nesterov: bool = True,
-                      scale: str = "spectral", batch_dims: int = 0, mu_dtype=None,
+                      scale: str = DEFAULT_SCALE, batch_dims: int = 0, mu_dtype=None,
                       nonfinite: str = "skip", mesh=None) -> optax.GradientTransformation:
     """Momentum, a spectral direction and a shape scale, for a tree of matrices.
 
@@ -97,8 +98,9 @@ def scale_by_spectral(direction: Direction, *, momentum: float = 0.95, nesterov:
         EMA decay :math:`\\beta` in [0, 1).
     nesterov : bool
         Nesterov form, as ``optax.contrib.muon``.
-    scale : {"spectral", "rms", "jordan", "none"}
-        Learning-rate scale by shape (see ``scale_factor``).
+    scale : {"jordan", "spectral", "rms", "none"}
+        Learning-rate scale by shape (see ``scale_factor``). Default
+        ``"jordan"``, ``optax.contrib.muon``'s rule (``DEFAULT_SCALE``).
     batch_dims : int
         Leading axes of every leaf that are a stack of matrices.
     mu_dtype : dtype, optional
@@ -316,7 +318,7 @@ _POWER_HINTS = {"steps": " (power's step counts follow from p and the dtype)",
 
 def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
          weight_decay: float = 0.0, method: str = DEFAULT_POLAR_METHOD, steps: int | None = None,
-         scale: str = "spectral", compute_dtype=None, floor: float = DEFAULT_POLAR_FLOOR,
+         scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float = DEFAULT_POLAR_FLOOR,
          tol: float = DEFAULT_POLAR_TOL, batch_dims: int = 0, spectral_mask=None, mu_dtype=None,
          nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """Muon: the polar factor of the momentum.
@@ -347,7 +349,7 @@ def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
 
 def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
           nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
-          steps: int | None = None, scale: str = "spectral", compute_dtype=None,
+          steps: int | None = None, scale: str = DEFAULT_SCALE, compute_dtype=None,
           floor: float | None = None, tol: float | None = None, batch_dims: int = 0,
           spectral_mask=None, mu_dtype=None, normalize: bool = True,
           nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
@@ -371,7 +373,7 @@ def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
 
 def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
            nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
-           scale: str = "spectral", compute_dtype=None, floor: float | None = None,
+           scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float | None = None,
            batch_dims: int = 0, spectral_mask=None, mu_dtype=None, normalize: bool = True,
            nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """Muon^p: the fractional power ``U S^p V^T`` of the momentum, ``p`` in [-1, 1].
@@ -390,7 +392,7 @@ def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
 
 def dyn_muon(learning_rate, *, p_schedule: Callable, momentum: float = 0.95,
              nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
-             scale: str = "spectral", compute_dtype=None, floor: float | None = None,
+             scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float | None = None,
              batch_dims: int = 0, spectral_mask=None, mu_dtype=None, normalize: bool = True,
              nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """DynMuon: Muon^p with ``p = p_schedule(step)``, a

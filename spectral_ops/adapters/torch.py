@@ -35,7 +35,8 @@ from typing import Callable, Iterable
 import torch
 
 from ._torch_dist import OwnerCompute
-from .direction import (DEFAULT_POLAR_FLOOR, DEFAULT_POLAR_METHOD, DEFAULT_POLAR_TOL, NONFINITE,
+from .direction import (DEFAULT_POLAR_FLOOR, DEFAULT_POLAR_METHOD, DEFAULT_POLAR_TOL,
+                        DEFAULT_SCALE, NONFINITE,
                         SCALES, Direction, check_bool, check_choice, check_int, check_real,
                         scale_factor)
 
@@ -73,8 +74,9 @@ class SpectralOptimizer(torch.optim.Optimizer):
         Use the Nesterov form.
     weight_decay : float
         Decoupled weight decay :math:`\\lambda` (multiplied by ``lr``).
-    scale : {"spectral", "rms", "jordan", "none"}
-        Learning-rate scale by shape (:func:`scale_factor`).
+    scale : {"jordan", "spectral", "rms", "none"}
+        Learning-rate scale by shape (:func:`scale_factor`). Default
+        ``"jordan"``, ``torch.optim.Muon``'s rule (``DEFAULT_SCALE``).
     adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay
         AdamW hyperparameters for the non-spectral parameters. A
         ``torch.optim.lr_scheduler`` changes ``lr`` only; ``adamw_lr`` is a
@@ -106,7 +108,7 @@ class SpectralOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.02, *, direction: Direction, momentum: float = 0.95,
-                 nesterov: bool = True, weight_decay: float = 0.0, scale: str = "spectral",
+                 nesterov: bool = True, weight_decay: float = 0.0, scale: str = DEFAULT_SCALE,
                  adamw_lr: float = 3e-4, adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8,
                  adamw_weight_decay: float = 0.0, process_group="auto",
                  nonfinite: str = "skip"):
@@ -536,7 +538,7 @@ class Muon(SpectralOptimizer):
     """Muon: the polar factor of the momentum (:func:`spectral_ops.polar`).
 
     ``Muon(params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-    method="polar_express", steps=None, scale="spectral", compute_dtype=None,
+    method="polar_express", steps=None, scale="jordan", compute_dtype=None,
     floor=1e-2, tol=0.3, **options)``, ``options`` those of
     :class:`SpectralOptimizer` (``adamw_*``, ``nonfinite``, ...).
 
@@ -560,7 +562,7 @@ class Muon(SpectralOptimizer):
     def __init__(self, params: Iterable, lr: float = 0.02, momentum: float = 0.95,
                  nesterov: bool = True, weight_decay: float = 0.0,
                  method: str = DEFAULT_POLAR_METHOD, steps: int | None = None,
-                 scale: str = "spectral", compute_dtype=None,
+                 scale: str = DEFAULT_SCALE, compute_dtype=None,
                  floor: float = DEFAULT_POLAR_FLOOR, tol: float = DEFAULT_POLAR_TOL, **options):
         name = type(self).__name__
         _check_options(name, options, {"tau": " (tau is MuCon's)",
@@ -580,11 +582,11 @@ class MuCon(SpectralOptimizer):
     momentum's RMS singular value :math:`\|M\|_F/\sqrt{\min(m, n)}` per matrix
     (default ``tau=0.5``), and the direction is ``clip(M, radius) / radius``: its
     singular values are :math:`\min(s/\text{radius}, 1)`, so the step's spectral
-    norm is at most ``lr * sqrt(fan_out / fan_in)`` (``scale="spectral"``), as
-    Muon's, whatever the gradient's scale; ``tau -> 0`` approaches Muon.
-    ``normalize=False``: MuCon's literal ``clip(M, tau)`` with an absolute
-    ``tau`` (default 1.0); the step's spectral norm is then at most
-    ``lr * tau * sqrt(fan_out / fan_in)``.
+    norm is at most ``lr * kappa`` (``kappa`` the ``scale`` factor,
+    ``sqrt(max(1, fan_out / fan_in))`` by default), as Muon's, whatever the
+    gradient's scale; ``tau -> 0`` approaches Muon. ``normalize=False``:
+    MuCon's literal ``clip(M, tau)`` with an absolute ``tau`` (default 1.0);
+    the step's spectral norm is then at most ``lr * tau * kappa``.
 
     ``method``, ``steps``, ``floor``, ``tol`` and ``compute_dtype`` pass through
     to :func:`spectral_ops.clip`, with its defaults (``floor=None``: 1e-3;
@@ -593,7 +595,7 @@ class MuCon(SpectralOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 0.02, tau: float | None = None,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
-                 method: str = "auto", steps: int | None = None, scale: str = "spectral",
+                 method: str = "auto", steps: int | None = None, scale: str = DEFAULT_SCALE,
                  compute_dtype=None, normalize: bool = True, floor: float | None = None,
                  tol: float | None = None, **options):
         name = type(self).__name__
@@ -622,7 +624,7 @@ class MuonP(SpectralOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 0.02, p: float | Fraction = 0.5,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
-                 method: str = "auto", scale: str = "spectral", compute_dtype=None,
+                 method: str = "auto", scale: str = DEFAULT_SCALE, compute_dtype=None,
                  normalize: bool = True, floor: float | None = None, **options):
         name = type(self).__name__
         _check_options(name, options, _POWER_HINTS)
@@ -642,7 +644,7 @@ class DynMuon(SpectralOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 0.02, p_schedule: Callable | None = None,
                  momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
-                 method: str = "auto", scale: str = "spectral", compute_dtype=None,
+                 method: str = "auto", scale: str = DEFAULT_SCALE, compute_dtype=None,
                  normalize: bool = True, floor: float | None = None, **options):
         name = type(self).__name__
         if p_schedule is None:
