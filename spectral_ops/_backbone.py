@@ -338,7 +338,9 @@ def frobenius_scale(xp, x):
     """
     wide = wide_dtype(xp, x.dtype)
     xs, two_e = power_of_two_scale(xp, x)
-    norm_s = xp.sqrt(xp.sum(xp.astype(xs, wide) ** 2, axis=(-2, -1), keepdims=True))
+    # one fused pass, and no copy where xs is already wide (astype copies by default)
+    norm_s = xp.linalg.vector_norm(xp.astype(xs, wide, copy=False), axis=(-2, -1),
+                                   keepdims=True)
     safe = xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s))
     return xs / xp.astype(safe, x.dtype), norm_s, two_e
 

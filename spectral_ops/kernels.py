@@ -89,7 +89,7 @@ def tight_start(xp, x, eps):
     a = fp.gram(xp, x)
     a2 = a @ a
     wide = bb.wide_dtype(xp, x.dtype)
-    s8 = xp.sqrt(xp.sum(xp.astype(a2, wide) ** 2, axis=(-2, -1), keepdims=True))
+    s8 = xp.linalg.vector_norm(xp.astype(a2, wide, copy=False), axis=(-2, -1), keepdims=True)
     k = s8 ** 0.25 * (1.0 + eps)  # >= s_max, with a margin for round-off in A2
     k = xp.where(k > 0, k, xp.ones_like(k))
     kc = xp.astype(k, x.dtype)
