@@ -84,6 +84,13 @@ HEADLINE: dict[str, list[tuple[str, dict[str, list[str]]]]] = {
         ("bench_jax.TimeJaxPolar.time_polar",
          {"shape": ["1024x4096"], "impl": ["polar_express", "jordan", "optax_muon_ns", "svd"]}),
     ],
+    # one optimizer step against torch.optim.Muon's on the device: the default
+    # float32 compute dtype against bfloat16 (which sets the default there)
+    "muon_step": [
+        ("bench_optimizer_step.TimeTorchMuonStep.time_step",
+         {"model": ["d768"], "impl": ["torch.optim.Muon", "Muon", "Muon_bf16"],
+          "device": ["cuda"]}),
+    ],
 }
 
 
@@ -301,6 +308,13 @@ def summary(res: dict) -> list[str]:
                      + f"; polar_express / optax_muon_ns {_r(t['polar_express'], t['optax_muon_ns'])}"
                      + f"; jordan / optax_muon_ns {_r(t['jordan'], t['optax_muon_ns'])}"
                      + f"; svd / polar_express {_r(t['svd'], t['polar_express'])}")
+
+    lines.append("== One Muon step, d768 (torch, CUDA; time relative to torch.optim.Muon)")
+    ms = res.get("bench_optimizer_step.TimeTorchMuonStep.time_step", {})
+    t = {impl: ms.get(("d768", impl, "cuda")) for impl in ("torch.optim.Muon", "Muon", "Muon_bf16")}
+    lines.append("  d768: " + ", ".join(f"{k} {_t(v)}" for k, v in t.items())
+                 + f"; Muon / torch.optim.Muon {_r(t['Muon'], t['torch.optim.Muon'])}"
+                 + f"; Muon_bf16 / torch.optim.Muon {_r(t['Muon_bf16'], t['torch.optim.Muon'])}")
 
     # what is missing (skipped, failed or not run), per benchmark
     wanted: dict[str, list[tuple]] = {}

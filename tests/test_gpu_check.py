@@ -96,7 +96,7 @@ def test_every_headline_benchmark_exists_with_its_parameters():
     found = gs._benchmarks_from_modules()
     assert gs.check(found) == []
     assert list(gs.HEADLINE) == ["gemm_floor_bf16", "svd_route_fp32", "muon_accuracy_bf16",
-                                 "cupy_fast_paths", "jax_jit"]
+                                 "cupy_fast_paths", "jax_jit", "muon_step"]
     for group in gs.HEADLINE:
         assert gs.n_combos(group) > 0
         assert gs.regexes(group)
@@ -122,10 +122,14 @@ def _fake_results(tmp_path, commit="abcdef1234567890"):
     s_name = "bench_gpu_torch.TimeTorchCUDAPolar.time_polar"
     s_params = [["'4096x4096'"], ["'float32'"], ["'auto'", "'polar_express'", "'torch_svd'"]]
     s_vals = [0.02, 0.02, 1.0]
+    m_name = "bench_optimizer_step.TimeTorchMuonStep.time_step"
+    m_params = [["'d768'"], ["'torch.optim.Muon'", "'Muon'", "'Muon_bf16'"], ["'cuda'"]]
+    m_vals = [0.004, 0.010, 0.003]
     cols = ["result", "params", "version", "started_at", "duration"]
     data = {"commit_hash": commit, "env_name": "existing-py", "date": 1, "params": {},
             "python": "3.12", "requirements": {}, "env_vars": {}, "result_columns": cols,
-            "results": {g_name: [g_vals, g_params, "v", {}, {}], s_name: [s_vals, s_params, "v", {}, {}]},
+            "results": {g_name: [g_vals, g_params, "v", {}, {}], s_name: [s_vals, s_params, "v", {}, {}],
+                        m_name: [m_vals, m_params, "v", {}, {}]},
             "durations": {}, "version": 2}
     d = tmp_path / "results" / "h100"
     d.mkdir(parents=True)
@@ -146,7 +150,8 @@ def test_summary_reads_the_results_json(tmp_path):
     assert "polar_express / gemm_floor 1.50 [target MISSED]" in text    # 60 / 40 ms
     assert "polar_express / torch_muon_ns 0.80 [target met]" in text    # 12 / 15 ms
     assert "speed-up 50.0x [target met]" in text                        # 1 s / 20 ms
-    assert f"== 11 of {gs.n_combos()} headline results present" in text
+    assert "Muon / torch.optim.Muon 2.50; Muon_bf16 / torch.optim.Muon 0.75" in text  # 10, 3 / 4 ms
+    assert f"== 14 of {gs.n_combos()} headline results present" in text
     assert "missing: bench_gemm_floor.TimeGemmFloorCUDA.time_polar('4096x16384', 'bfloat16', 'jordan')" in text
     assert "missing: all 6 of bench_gpu_cupy.TimeCuPyFastPaths.time_polar" in text
 
@@ -171,3 +176,13 @@ def test_bad_usage_and_non_empty_outdir(tmp_path):
     (tmp_path / "x").write_text("x")
     proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path), "--dry-run"], capture_output=True, text=True)
     assert proc.returncode == 64 and "not empty" in proc.stderr
+
+
+def test_performance_page_counts_the_headline_selection():
+    # docs/performance.md states the size of HEADLINE; it must follow the list
+    from pathlib import Path
+    page = " ".join((Path(__file__).resolve().parents[1] / "docs" / "performance.md")
+                    .read_text().split())
+    words = {5: "five", 6: "six", 7: "seven", 8: "eight"}
+    assert (f"({gs.n_combos()} parameter combinations in {words[len(gs.HEADLINE)]} groups"
+            in page)
