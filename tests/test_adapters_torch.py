@@ -474,6 +474,7 @@ def test_torch_state_dict_of_the_earlier_form_loads():
     state[3] = {"exp_avg": torch.zeros(96), "exp_avg_sq": torch.ones(96), "step": 4}
     opt = st.MuCon(params, lr=0.02, normalize=False, tau=0.5)
     opt.load_state_dict({"state": state, "param_groups": [group]})
+    assert opt.param_groups[0]["scale"] == "spectral"  # the saved rule, not today's default
     assert opt.state[params[0]]["step"] == 4
     assert torch.equal(opt.state[params[3]]["exp_avg_sq"], torch.ones(96))
     _continue(opt, params, range(2))
