@@ -83,15 +83,15 @@ def test_training_page_shows_the_committed_defaults_table():
     assert ours["defaults"]["scale"] == repr(DEFAULT_SCALE)
 
 
-def test_training_page_shows_the_committed_scale_seeds_table():
+@pytest.mark.parametrize("folder", ["char_model_scale_seeds", "char_model_dtype_seeds"])
+def test_training_page_shows_the_committed_seeds_tables(folder):
     _needs_torch()
-    files = sorted(DEFAULTS.parent.glob("char_model_scale_seeds/seed*.json"))
+    files = sorted(DEFAULTS.parent.glob(f"{folder}/seed*.json"))
     assert len(files) == 5
     table = _load_script().seeds_table([json.loads(f.read_text()) for f in files])
     assert table in PAGE.read_text(), (
-        "docs/training.md does not show the table of docs/examples/char_model_scale_seeds/; "
-        "paste the output of `python docs/examples/char_model.py --from "
-        "docs/examples/char_model_scale_seeds/seed*.json`")
+        f"docs/training.md does not show the table of docs/examples/{folder}/; paste the "
+        f"output of `python docs/examples/char_model.py --from docs/examples/{folder}/seed*.json`")
 
 
 def test_char_model_optimizer_variants_parse():

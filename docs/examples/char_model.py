@@ -53,6 +53,9 @@ and behind the default ``scale`` (about 4 minutes per seed; seeds 0 to 4):
         --optimizers "torch.optim.Muon,Muon,Muon[scale=spectral]" --lrs 0.015,0.02,0.03 \
         --json docs/examples/char_model_scale_seeds/seed1.json
     python docs/examples/char_model.py --from docs/examples/char_model_scale_seeds/seed*.json
+
+(``char_model_dtype_seeds/``: the same with
+``--optimizers "torch.optim.Muon,Muon,Muon[compute_dtype=bfloat16]"``).
 """
 
 from __future__ import annotations
