@@ -338,7 +338,8 @@ def frobenius_scale(xp, x):
     """
     wide = wide_dtype(xp, x.dtype)
     xs, two_e = power_of_two_scale(xp, x)
-    # one fused pass, and no copy where xs is already wide (astype copies by default)
+    # one call (a single fused kernel in torch), and no copy where xs is already
+    # wide (array-api-compat's astype copies by default)
     norm_s = xp.linalg.vector_norm(xp.astype(xs, wide, copy=False), axis=(-2, -1),
                                    keepdims=True)
     safe = xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s))
