@@ -83,7 +83,8 @@ def test_training_page_shows_the_committed_defaults_table():
     assert ours["defaults"]["scale"] == repr(DEFAULT_SCALE)
 
 
-@pytest.mark.parametrize("folder", ["char_model_scale_seeds", "char_model_dtype_seeds"])
+@pytest.mark.parametrize("folder", ["char_model_scale_seeds", "char_model_dtype_seeds",
+                                    "char_model_exact_seeds"])
 def test_training_page_shows_the_committed_seeds_tables(folder):
     _needs_torch()
     files = sorted(DEFAULTS.parent.glob(f"{folder}/seed*.json"))
