@@ -249,7 +249,7 @@ def _polar_numbers(S):
     S["gram_even_aspect"] = f"{(8 * T - 18 - 2 * T) / (4 * T - 12):.1f}"
     S["gram_auto_aspect"] = f"{(8 * T - 18 - 2 * r * T) / (4 * r * T - 12):.1f}"
     S["gram_flop_ratio"] = f"{r:g}"
-    S["gram_min_side_accelerator"] = routing.GRAM_MIN_SIDE_ACCELERATOR
+    S["gram_min_work_accelerator"] = f"{routing.GRAM_MIN_WORK_ACCELERATOR:.1e}"
     # the floor below which auto leaves Gram Newton-Schulz, where the routing has one
     min_floor = getattr(routing, "GRAM_MIN_FLOOR", None)
     S["gram_floor_rule"] = "" if min_floor is None else (

@@ -171,13 +171,19 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     """
     xp = validate_array(B, name)
     dtype = resolve_dtype(xp, compute_dtype, B.dtype)
-    finite = xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
+    # max|B| is NaN or infinite exactly where B holds a NaN or an infinity (max
+    # propagates NaN in the array API): two passes, where isfinite + all takes
+    # five and, in array-api-compat's torch, a copy
+    if 0 in B.shape[-2:]:  # max has no identity: empty matrices are finite
+        finite = xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
+    else:
+        finite = xp.isfinite(xp.max(xp.abs(B), axis=(-2, -1), keepdims=True))
     if check_finite:
         require(xp, finite, f"{name} contains NaN or infinite values; clean the input (e.g. "
                             f"zero the non-finite entries) or pass check_finite=False: then "
                             f"the result of such a matrix is NaN.")
     x = B if dtype == B.dtype else xp.astype(B, dtype)
-    x = xp.where(finite, x, xp.zeros_like(x))
+    x = xp.where(finite, x, xp.zeros_like(finite, dtype=x.dtype))  # (..., 1, 1): no full fill
     transposed = B.shape[-2] > B.shape[-1]
     if transposed:
         x = xp.linalg.matrix_transpose(x)
@@ -307,21 +313,29 @@ def power_of_two_scale(xp, x):
 
     Dividing by a power of two introduces no rounding. The factor is applied as
     two halves so that neither overflows (``2^149`` for the smallest float32
-    subnormals, ``2^127`` near float32's largest values), and 16-bit inputs are
-    scaled in float32 (``2^16`` is infinite in float16). Zero (and non-finite)
-    matrices get ``2^0``. Returns ``x`` scaled in its dtype and ``2^e`` in the
-    wide dtype, shape ``(..., 1, 1)``.
+    subnormals, ``2^127`` near float32's largest values). 16-bit inputs are
+    scaled in their own dtype, without a float32 copy: each half is at most
+    ``2^12`` in float16 (``2^-e`` itself may be ``2^24``, infinite there) and
+    within float32's range in bfloat16, so it is exact there too, and a product
+    by it is exact unless it falls below the dtype's normal range (entries
+    under ``2^-24 max|x|`` in float16), where it is rounded as a cast of the
+    float32 product would round it, to within one subnormal step. Zero (and
+    non-finite) matrices get ``2^0``. Returns ``x`` scaled in its dtype and
+    ``2^e`` in the wide dtype, shape ``(..., 1, 1)``.
     """
     wide = wide_dtype(xp, x.dtype)
-    xw = x if wide == x.dtype else xp.astype(x, wide)
-    amax = xp.max(xp.abs(xw), axis=(-2, -1), keepdims=True)
+    # abs and max are exact in any dtype: no widened copy of x
+    amax = xp.astype(xp.max(xp.abs(x), axis=(-2, -1), keepdims=True), wide, copy=False)
     usable = (amax > 0) & xp.isfinite(amax)
     exponent = xp.floor(xp.log2(xp.where(usable, amax, xp.ones_like(amax))))
-    two = xp.asarray(2.0, dtype=wide, device=array_api_compat.device(x))
+    # made on x's device by a fill: a scalar copied from the host would make
+    # torch wait for the device (a synchronisation per call)
+    two = xp.full_like(amax, 2.0)
     half = xp.floor(-exponent / 2)
-    xs = (xw * xp.pow(two, half)) * xp.pow(two, -exponent - half)
+    up, down = xp.pow(two, half), xp.pow(two, -exponent - half)
+    xs = (x * xp.astype(up, x.dtype, copy=False)) * xp.astype(down, x.dtype, copy=False)
     scale = xp.pow(two, -half) * xp.pow(two, exponent + half)  # may be inf: the caller's range
-    return (xs if wide == x.dtype else xp.astype(xs, x.dtype)), scale
+    return xs, scale
 
 
 def frobenius_scale(xp, x):

@@ -66,8 +66,9 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
     * on accelerators, ``"polar_express"``;
     * and ``"gram"`` in place of ``"polar_express"`` where its products cost
       at most ``routing.GRAM_FLOP_RATIO`` (0.8) of the flops (aspect ratio about 2.6
-      and up), for 32/64-bit compute dtypes and, on accelerators, short sides
-      of at least ``routing.GRAM_MIN_SIDE_ACCELERATOR`` (1024).
+      and up), for 32/64-bit compute dtypes and, on accelerators, inputs of at
+      least ``routing.GRAM_MIN_WORK_ACCELERATOR`` (1.5e9) multiply-adds per
+      product (``batch * m * m * n``; 768 x 3072 and up for one matrix).
     """
     xp = bb.validate_array(B, "B")
     return plan_polar(xp, B, bb.resolve_dtype(xp, compute_dtype, B.dtype), method, steps,

@@ -24,7 +24,7 @@ from .kernels import inverse_root_count, matpow_count
 from .plans import ClipPlan, PolarPlan, PowerPlan
 
 __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
-           "GRAM_MIN_SIDE_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
+           "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
            "plan_power", "count_polar", "newton_steps", "design_lower", "qdwh_schedule",
            "resolve_power_eps"]
 
@@ -95,9 +95,14 @@ NEGATIVE_POWER_EPS = 1e-3
 #: ``auto`` takes Gram Newton-Schulz where its products cost at most this
 #: fraction of Polar Express's flops (aspect ratio about 2.6 and up at 7 steps).
 GRAM_FLOP_RATIO = 0.8
-#: On accelerators, only from this short side up: below it, kernel launches
-#: rather than flops set the time, and Gram Newton-Schulz launches more kernels.
-GRAM_MIN_SIDE_ACCELERATOR = 1024
+#: On accelerators, only from this much work per product up: ``batch * m * m * n``
+#: multiply-adds, the Gram product's. Below it kernel launches rather than flops
+#: set the time, and Gram Newton-Schulz launches more kernels. Measured on an
+#: H200, float32 (docs/performance.md): Polar Express faster at 512 x 2048
+#: (5.4e8) and 16 x 256 x 1024 (1.1e9), Gram Newton-Schulz at 768 x 3072
+#: (1.8e9), 64 x 256 x 1024 and 1024 x 4096 (4.3e9). A rule on the short side
+#: alone (1024 before) missed the last two kinds.
+GRAM_MIN_WORK_ACCELERATOR = 1.5e9
 #: Gram Newton-Schulz resolves singular values down to about ``sqrt(eps) s_max``:
 #: ``auto`` takes it only for floors at least this, per compute dtype.
 GRAM_MIN_FLOOR = {"float32": 1e-3, "float64": 1e-7}
@@ -267,8 +272,9 @@ def cpu_clip_prefers_svd(xp, dtype, shape) -> bool:
     return not (numpy_backed(xp) and n >= 4 * m and m >= 128)
 
 
-def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3, pe_flops=None) -> bool:
-    """Whether Gram Newton-Schulz beats Polar Express for an m x n (m <= n) input.
+def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3, pe_flops=None,
+              batch=1) -> bool:
+    """Whether Gram Newton-Schulz beats Polar Express for ``batch`` m x n (m <= n) inputs.
 
     Same polynomials, same band error (its last step runs on X); fewer flops
     when n >> m. Measured on a 2-core CPU (float32, NumPy and torch), its time
@@ -283,7 +289,7 @@ def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3, pe_flops=None) ->
     """
     if bb.is_16bit(xp, dtype) or steps < 2 or floor < _gram_min_floor(xp, dtype):
         return False
-    if accelerator and m < GRAM_MIN_SIDE_ACCELERATOR:
+    if accelerator and batch * m * m * n < GRAM_MIN_WORK_ACCELERATOR:
         return False
     gram = count_polar("gram", m, n, steps)[1]
     if pe_flops is None:  # the same number of quintic steps
@@ -291,13 +297,14 @@ def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3, pe_flops=None) ->
     return gram <= GRAM_FLOP_RATIO * pe_flops
 
 
-def _gram_if_it_pays(xp, dtype, m, n, pe_plan, tol, floor, accelerator) -> PolarPlan:
+def _gram_if_it_pays(xp, dtype, m, n, pe_plan, tol, floor, accelerator, batch) -> PolarPlan:
     """Gram Newton-Schulz's plan (its own quintic schedule) where :func:`gram_pays`
     against the Polar Express plan ``pe_plan``, else ``pe_plan``."""
     if bb.is_16bit(xp, dtype) or floor < _gram_min_floor(xp, dtype):
         return pe_plan
     gram = _quintic_plan("gram", m, n, None, tol, floor, pe_plan.eps)
-    if gram_pays(xp, dtype, m, n, gram.steps, accelerator, floor, pe_flops=pe_plan.flops):
+    if gram_pays(xp, dtype, m, n, gram.steps, accelerator, floor, pe_flops=pe_plan.flops,
+                 batch=batch):
         return gram
     return pe_plan
 
@@ -381,7 +388,8 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
         plan = _quintic_plan(method, m, n, steps, tol, floor, eps,
                              nonic=nonic_allowed(xp, dtype, tol))
         if auto:
-            plan = _gram_if_it_pays(xp, dtype, m, n, plan, tol, floor, bb.on_accelerator(B))
+            plan = _gram_if_it_pays(xp, dtype, m, n, plan, tol, floor, bb.on_accelerator(B),
+                                    math.prod(B.shape[:-2]))
         return plan
     if method == "jordan":
         nsteps = 5 if steps is None else steps
@@ -546,7 +554,7 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
         else:
             polar = _wide_polar_plan(xp, dtype, m, n, None, floor, POLAR_TOL[wide_name])
             polar = _gram_if_it_pays(xp, wide, m, n, polar, POLAR_TOL[wide_name], floor,
-                                     bb.on_accelerator(B))
+                                     bb.on_accelerator(B), math.prod(B.shape[:-2]))
         # H = B P^T after the tight start: s_max in [m^(-1/8) / (1 + eps), 1], so a singular
         # value floor * s_max lands at or above this (design_lower)
         # ... and P's error (at most its bound) moves it by (1 - bound) / (1 + bound) at most,

@@ -329,8 +329,12 @@ def test_auto_gram_rule_on_accelerators(monkeypatch):
     import spectral_ops._backbone as bb
 
     monkeypatch.setattr(bb, "on_accelerator", lambda x: True)
-    assert polar_plan(torch.zeros(1024, 4096)).method == "gram"
-    assert polar_plan(torch.zeros(256, 1024)).method == "polar_express"  # launch-bound size
+    # the work rule (routing.GRAM_MIN_WORK_ACCELERATOR) at the sizes measured on an H200
+    for shape, method in [((1024, 4096), "gram"), ((768, 3072), "gram"),
+                          ((64, 256, 1024), "gram"), ((4096, 1024), "gram"),
+                          ((256, 1024), "polar_express"), ((512, 2048), "polar_express"),
+                          ((16, 256, 1024), "polar_express")]:
+        assert polar_plan(torch.zeros(shape)).method == method, shape
     assert polar_plan(torch.zeros(1024, 4096, dtype=torch.bfloat16)).method == "polar_express"
 
 
