@@ -186,3 +186,25 @@ def test_performance_page_counts_the_headline_selection():
     words = {5: "five", 6: "six", 7: "seven", 8: "eight"}
     assert (f"({gs.n_combos()} parameter combinations in {words[len(gs.HEADLINE)]} groups"
             in page)
+
+
+_GPU_RUNS = {"H100, d11d2a3": ("h100", "d11d2a3d"), "H200, d11d2a3": ("h200", "d11d2a3d"),
+             "H200, 695cb51": ("h200", "695cb517")}
+
+
+def test_performance_page_gpu_numbers_come_from_the_committed_results():
+    # each line of the page's headline block is a line of gpu_summary's summary of
+    # the committed results of that machine and commit
+    page = (ROOT / "docs" / "performance.md").read_text()
+    block = page.split("**The headline numbers**", 1)[1].split("```text\n", 1)[1]
+    block = block.split("```", 1)[0]
+    checked, run = 0, None
+    for line in block.splitlines():
+        if line in _GPU_RUNS:
+            machine, commit = _GPU_RUNS[line]
+            run = gs.summary(gs.load_results(ROOT / "asv_bench" / "results", machine, commit))
+            continue
+        assert run is not None, line
+        assert line in run, f"{line!r} is not in the summary of the committed results"
+        checked += 1
+    assert checked >= 15

@@ -1,0 +1,240 @@
+"""Measurements beside the asv suite, for one short GPU call: prints to stdout.
+
+    python asv_bench/gpu_probe.py [SECTIONS]     # comma-separated; default quick,cross,acc,jax
+
+Sections (each CUDA-only part prints "no cuda" elsewhere):
+
+* ``quick``: bfloat16 ``polar`` (Polar Express; ``jordan``, 5 steps, the
+  arithmetic of Muon's Newton-Schulz) against ``torch.optim.Muon``'s own
+  Newton-Schulz, medians of 20 synchronised calls, at four shapes;
+* ``cross``: Polar Express against Gram Newton-Schulz and what ``auto`` picks,
+  float32, single matrices and stacks: the data of
+  ``routing.GRAM_MIN_WORK_ACCELERATOR``;
+* ``acc``: each fast path of ``spectral_ops._fastpaths`` on and off, the error
+  of ``power`` (p = 1/2, and -1/2 through the ridge route) against the float64
+  SVD route, torch (CPU, CUDA) and CuPy: the data of ``tests/test_fast_paths.py``;
+* ``prof``: torch profiler tables of bfloat16 ``polar`` and Muon's Newton-Schulz;
+* ``tf32``: float32 ``polar``/``clip``/``power`` at 4096 x 4096 and
+  ``torch.linalg.svd``'s drivers (``allow_tf32`` has no effect here: the
+  float32 matmul precision is pinned to "highest"; the clip timing includes
+  an SVD for tau);
+* ``jax``: jitted JAX ``polar`` and the optax ``muon`` update against the same
+  iteration in torch, with the plan, and whether the lowered update holds an SVD.
+
+float32 means float32: TF32 is off. Outputs kept so far are in
+``asv_bench/results/<machine>/probe-<commit>.txt``.
+"""
+import sys
+import time
+import traceback
+
+import numpy as np
+
+SECTIONS = sys.argv[1].split(",") if len(sys.argv) > 1 else ["quick", "cross", "acc", "jax"]
+import torch  # noqa: E402
+
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+torch.set_float32_matmul_precision("highest")
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+
+import spectral_ops
+import spectral_ops._fastpaths as fp
+from spectral_ops import polar, power, clip
+from spectral_ops.accuracy import to_numpy
+from spectral_ops.testing import make_matrix
+
+
+def sync():
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def tmed(fn, n=10):
+    fn(); sync()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); fn(); sync(); ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def section(name):
+    print(f"\n===== {name} =====", flush=True)
+
+
+def acc():
+    section("fast-path accuracy: errors against the exact map (float64 SVD / svd route)")
+    try:
+        import cupy
+    except Exception:
+        cupy = None
+    backends = [("torch_cpu", lambda b, dt: torch.tensor(b, dtype=getattr(torch, dt)))]
+    if CUDA:
+        backends.append(("torch_cuda", lambda b, dt: torch.tensor(b, dtype=getattr(torch, dt), device="cuda")))
+    if cupy is not None and CUDA:
+        backends.append(("cupy", lambda b, dt: cupy.asarray(b.astype(dt))))
+    cases = [("power", "float64", 0.5), ("power_ridge", "float32", -0.5), ("power_ridge", "float64", -0.5),
+             ("power", "float32", 0.5)]
+    for call, dt, p in cases:
+        for bname, mk in backends:
+            for shape in [(48, 80), (80, 48), (3, 32, 40)]:
+                for seed in range(4):
+                    b = make_matrix("ill", shape, cond=1e2, seed=seed)
+                    ref = to_numpy(power(b, p, method="svd"))  # float64 numpy: exact map (ridge included)
+                    B = mk(b, dt)
+                    row = []
+                    for switch in ("FUSED_GEMM", "SYMMETRIC_GRAM"):
+                        if switch == "SYMMETRIC_GRAM" and bname != "cupy":
+                            continue
+                        old = getattr(fp, switch)
+                        try:
+                            setattr(fp, switch, True)
+                            on = to_numpy(power(B, p, method="newton"))
+                            setattr(fp, switch, False)
+                            off = to_numpy(power(B, p, method="newton"))
+                        finally:
+                            setattr(fp, switch, old)
+                        nr = np.linalg.norm(ref)
+                        row.append(f"{switch} on {np.linalg.norm(on - ref) / nr:.3e} off {np.linalg.norm(off - ref) / nr:.3e}"
+                                   f" maxdiff/max {np.abs(on - off).max() / np.abs(off).max():.2e}")
+                    print(f"{call:12s} {dt} {bname:10s} {str(shape):12s} seed {seed}: " + " | ".join(row), flush=True)
+
+
+def prof():
+    section("profile: bf16 polar 4096x4096 (polar_express) and gemm floor")
+    if not CUDA:
+        print("no cuda"); return
+    from torch.profiler import profile, ProfilerActivity
+    for shape in [(4096, 4096), (4096, 16384)]:
+        B = torch.randn(shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0)).bfloat16()
+        plan = spectral_ops.polar_plan(B, method="polar_express")
+        print(shape, "plan:", plan)
+        for method in ("polar_express", "jordan"):
+            kw = {"steps": 5} if method == "jordan" else {}
+            f = lambda: polar(B, method=method, **kw)
+            print(method, "median ms", 1e3 * tmed(f))
+            f(); sync()
+            with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as pr:
+                for _ in range(3):
+                    f()
+                sync()
+            print(pr.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+        from spectral_ops.testing import torch_muon_newton_schulz
+        ref, why = torch_muon_newton_schulz()
+        if ref is not None:
+            f = lambda: ref(B)
+            print("torch_muon_ns median ms", 1e3 * tmed(f))
+            with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as pr:
+                for _ in range(3):
+                    f()
+                sync()
+            print(pr.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+
+
+def cross():
+    section("gram vs polar_express crossover, torch CUDA, float32 (TF32 off) and plans; ms median of 10")
+    if not CUDA:
+        print("no cuda"); return
+    for m, n in [(256, 1024), (512, 2048), (768, 3072), (1024, 4096), (2048, 8192), (1024, 1024 * 8), (4096, 16384)]:
+        B = torch.randn((m, n), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+        res = []
+        for method in ("polar_express", "gram", "auto"):
+            plan = spectral_ops.polar_plan(B, method=method)
+            t = tmed(lambda: polar(B, method=method))
+            res.append(f"{method} {1e3 * t:.3f} ms ({plan.method}, {plan.matmuls} products)")
+        print(f"{m}x{n}: " + "; ".join(res), flush=True)
+    for m in [16, 64]:
+        B = torch.randn((m, 256, 1024), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+        res = []
+        for method in ("polar_express", "gram", "auto"):
+            plan = spectral_ops.polar_plan(B, method=method)
+            t = tmed(lambda: polar(B, method=method))
+            res.append(f"{method} {1e3 * t:.3f} ms ({plan.method}, {plan.matmuls} products)")
+        print(f"{m}x256x1024: " + "; ".join(res), flush=True)
+
+
+def tf32():
+    section("float32 4096x4096 with TF32 on (for information), and the SVD drivers")
+    if not CUDA:
+        print("no cuda"); return
+    B = torch.randn((4096, 4096), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    for allow in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        t = tmed(lambda: polar(B), n=5)
+        tc = tmed(lambda: clip(B, 0.5 * torch.linalg.matrix_norm(B, 2).item()), n=3)
+        tp = tmed(lambda: power(B, 0.5), n=3)
+        print(f"allow_tf32={allow}: polar {1e3 * t:.1f} ms, clip {1e3 * tc:.1f} ms, power 1/2 {1e3 * tp:.1f} ms", flush=True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for driver in ("gesvd", "gesvdj", "gesvda"):
+        try:
+            def f():
+                u, s, vh = torch.linalg.svd(B, full_matrices=False, driver=driver)
+                return u @ vh
+            print(f"torch.linalg.svd driver={driver}: {1e3 * tmed(f, n=1):.0f} ms", flush=True)
+        except Exception as exc:
+            print(driver, "failed", exc)
+
+
+def jaxsec():
+    section("JAX jitted polar and the optax muon update vs torch, float32 1024x4096 (TF32 off / highest)")
+    try:
+        import jax, jax.numpy as jnp, optax
+        jax.config.update("jax_default_matmul_precision", "highest")
+        from spectral_ops.adapters import optax as sopt
+    except Exception as exc:
+        print("jax unavailable", exc); return
+    print("jax devices", jax.devices())
+    b = np.random.default_rng(0).standard_normal((1024, 4096)).astype(np.float32)
+    xj = jnp.asarray(b)
+    for method in ("polar_express", "jordan", "auto"):
+        kw = {"steps": 5} if method == "jordan" else {}
+        plan = spectral_ops.polar_plan(xj, method=method, **kw)
+        f = jax.jit(lambda x: polar(x, method=method, **kw))
+        f(xj).block_until_ready()
+        ts = []
+        for _ in range(10):
+            t0 = time.perf_counter(); f(xj).block_until_ready(); ts.append(time.perf_counter() - t0)
+        xt = torch.tensor(b, device=DEV)
+        tt = tmed(lambda: polar(xt, method=method, **kw))
+        print(f"{method}: jax {1e3 * np.median(ts):.3f} ms, torch {1e3 * tt:.3f} ms, ratio {np.median(ts) / tt:.2f};"
+              f" plan {plan.method} {plan.matmuls} products", flush=True)
+    params = {"w": jnp.asarray(b)}
+    tx = sopt.muon(0.02)
+    state = tx.init(params)
+    upd = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    g = {"w": jnp.asarray(b)}
+    u, s2 = upd(g, state, params); jax.block_until_ready(u)
+    ts = []
+    for _ in range(10):
+        t0 = time.perf_counter(); u, s2 = upd(g, state, params); jax.block_until_ready(u); ts.append(time.perf_counter() - t0)
+    print(f"optax muon update 1024x4096: {1e3 * np.median(ts):.3f} ms; lowered has svd: "
+          f"{'svd' in upd.lower(g, state, params).as_text().lower()}", flush=True)
+    from spectral_ops.adapters.torch import Muon
+    p = torch.nn.Parameter(torch.tensor(b, device=DEV))
+    opt = Muon([p], lr=0.02)
+    p.grad = torch.tensor(b, device=DEV)
+    print(f"torch Muon step 1024x4096: {1e3 * tmed(lambda: opt.step()):.3f} ms", flush=True)
+
+
+def quick():
+    section("bf16 polar: medians of 20 calls (ms)")
+    if not CUDA:
+        print("no cuda"); return
+    from spectral_ops.testing import torch_muon_newton_schulz
+    ref, why = torch_muon_newton_schulz()
+    for shape in [(4096, 4096), (4096, 16384), (1024, 4096), (768, 3072)]:
+        B = torch.randn(shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0)).bfloat16()
+        r = {"polar_express": tmed(lambda: polar(B, method="polar_express"), 20),
+             "jordan": tmed(lambda: polar(B, method="jordan", steps=5), 20),
+             "torch_muon_ns": tmed(lambda: ref(B), 20)}
+        print(shape, {k: round(1e3 * v, 3) for k, v in r.items()},
+              "jordan/torch_muon_ns", round(r["jordan"] / r["torch_muon_ns"], 3), flush=True)
+
+
+for name in SECTIONS:
+    fn = {"quick": quick, "acc": acc, "prof": prof, "cross": cross, "tf32": tf32, "jax": jaxsec}[name]
+    try:
+        fn()
+    except Exception:
+        traceback.print_exc()
