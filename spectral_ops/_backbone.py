@@ -16,6 +16,7 @@ No framework is imported here: everything goes through the array API.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,7 +327,7 @@ def power_of_two_scale(xp, x):
     wide = wide_dtype(xp, x.dtype)
     # abs and max are exact in any dtype: no widened copy of x
     amax = xp.astype(xp.max(xp.abs(x), axis=(-2, -1), keepdims=True), wide, copy=False)
-    usable = (amax > 0) & xp.isfinite(amax)
+    usable = (amax > 0) & (amax < math.inf)  # NaN compares false
     exponent = xp.floor(xp.log2(xp.where(usable, amax, xp.ones_like(amax))))
     # made on x's device by a fill: a scalar copied from the host would make
     # torch wait for the device (a synchronisation per call)
@@ -334,7 +335,7 @@ def power_of_two_scale(xp, x):
     half = xp.floor(-exponent / 2)
     up, down = xp.pow(two, half), xp.pow(two, -exponent - half)
     xs = (x * xp.astype(up, x.dtype, copy=False)) * xp.astype(down, x.dtype, copy=False)
-    scale = xp.pow(two, -half) * xp.pow(two, exponent + half)  # may be inf: the caller's range
+    scale = (1.0 / up) / down  # 2^e, exact (1 / up is a power of two in range); may be inf
     return xs, scale
 
 

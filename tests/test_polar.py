@@ -368,6 +368,26 @@ def test_errors_name_argument_and_fix(B, kwargs, exc, msg):
         polar(B, **kwargs)
 
 
+def test_polar_does_not_synchronise_cuda():
+    # a host-to-device copy (e.g. a Python scalar made into a device tensor) makes torch
+    # wait for the device, which drains the queue once per call: on an H200 that cost
+    # 0.3-0.4 ms per bfloat16 call at 4096 x 4096 (docs/performance.md)
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch on this machine")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    B = torch.randn(3, 64, 256, device="cuda", generator=gen)
+    for dtype in (torch.float32, torch.bfloat16):
+        for method in ("polar_express", "jordan"):
+            polar(B.to(dtype), method=method)  # plans and coefficient caches first
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                polar(B.to(dtype), method=method)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+
 def test_empty_matrix():
     B = np.zeros((0, 5))
     assert polar(B).shape == (0, 5)
