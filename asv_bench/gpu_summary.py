@@ -70,7 +70,7 @@ HEADLINE: dict[str, list[tuple[str, dict[str, list[str]]]]] = {
           "method": ["polar_express", "jordan", "auto"]})
         for fn in ("track_band_error", "track_rel_error")
     ],
-    # CuPy: the fused cuBLAS gemm (default) and syrk (opt-in) against the generic path
+    # CuPy: the fused cuBLAS gemm and syrk (both on by default) against the generic path
     "cupy_fast_paths": [
         ("bench_gpu_cupy.TimeCuPyFastPaths.time_polar",
          {"shape": ["4096x4096"], "method": ["polar_express"],
