@@ -136,22 +136,16 @@ def cross():
     section("gram vs polar_express crossover, torch CUDA, float32 (TF32 off) and plans; ms median of 10")
     if not CUDA:
         print("no cuda"); return
-    for m, n in [(256, 1024), (512, 2048), (768, 3072), (1024, 4096), (2048, 8192), (1024, 1024 * 8), (4096, 16384)]:
-        B = torch.randn((m, n), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    shapes = [(256, 1024), (512, 2048), (768, 3072), (1024, 4096), (2048, 8192), (1024, 8192),
+              (4096, 16384), (16, 256, 1024), (64, 256, 1024)]
+    for shape in shapes:
+        B = torch.randn(shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
         res = []
         for method in ("polar_express", "gram", "auto"):
             plan = spectral_ops.polar_plan(B, method=method)
             t = tmed(lambda: polar(B, method=method))
             res.append(f"{method} {1e3 * t:.3f} ms ({plan.method}, {plan.matmuls} products)")
-        print(f"{m}x{n}: " + "; ".join(res), flush=True)
-    for m in [16, 64]:
-        B = torch.randn((m, 256, 1024), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-        res = []
-        for method in ("polar_express", "gram", "auto"):
-            plan = spectral_ops.polar_plan(B, method=method)
-            t = tmed(lambda: polar(B, method=method))
-            res.append(f"{method} {1e3 * t:.3f} ms ({plan.method}, {plan.matmuls} products)")
-        print(f"{m}x256x1024: " + "; ".join(res), flush=True)
+        print("x".join(map(str, shape)) + ": " + "; ".join(res), flush=True)
 
 
 def tf32():
