@@ -57,10 +57,12 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 #       --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 #
-# Carry the repository's .git too (under 1 MiB): the results are then filed
-# under the real commit. Without it a stand-in commit of the working tree is
-# made in a temporary repository (the checkout is not touched) and, if
-# GPU_CHECK_COMMIT=<sha> is set, the results are refiled under that hash.
+# Set GPU_CHECK_COMMIT=<sha of the checkout> (git rev-parse HEAD where the files
+# come from, with a clean tree): a stand-in commit of the working tree is made in
+# a temporary repository (the checkout is not touched) and the results are
+# refiled under that hash. Without it a carried .git gives the commit, and
+# nothing checks that the .git matches the files (on one GPU machine it did
+# not: a stale .git filed a later tree's results under an older commit).
 #
 # Environment (all optional):
 #   PYTHON                interpreter (default python3)
@@ -71,7 +73,7 @@
 #                         on an H100/H200 with 16 cores: 4 workers 64 s, 8 workers 31 s)
 #   GPU_CHECK_REPEAT      asv repeat attribute (default "(1,5,2.0)": 1 to 5 samples within 2 s)
 #   GPU_CHECK_SITE        where the wheels go (default /tmp/site; a temporary folder in a dry run)
-#   GPU_CHECK_COMMIT      the real commit hash, for a checkout carried without .git
+#   GPU_CHECK_COMMIT      the real commit hash of the files (preferred over a carried .git)
 
 set -uo pipefail
 
@@ -159,14 +161,16 @@ step_begin setup "commit, machine name"
 export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0="$REPO"
 ASV_CONF=()
 COMMIT="" COMMIT_NOTE=""
-if [ -e "$REPO/.git" ] && COMMIT=$(git -C "$REPO" rev-parse --verify -q HEAD 2>/dev/null) &&
-    [ -n "$COMMIT" ]; then
+# GPU_CHECK_COMMIT wins over a carried .git, which may be older than the files
+# it was carried with (results filed under the wrong commit otherwise)
+if [ -z "${GPU_CHECK_COMMIT:-}" ] && [ -e "$REPO/.git" ] &&
+    COMMIT=$(git -C "$REPO" rev-parse --verify -q HEAD 2>/dev/null) && [ -n "$COMMIT" ]; then
     COMMIT_NOTE="git HEAD"
     if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
         COMMIT_NOTE="git HEAD, working tree has uncommitted changes"
     fi
 elif [ "$DRY" = 0 ] && command -v git >/dev/null; then
-    # no .git carried: a stand-in commit of the working tree in a temporary
+    # GPU_CHECK_COMMIT set, or no .git: a stand-in commit of the working tree in a temporary
     # bare repository, and an asv configuration pointing at it
     STANDIN="$TMP/standin.git"
     if git init -q --bare "$STANDIN" && git --git-dir="$STANDIN" symbolic-ref HEAD refs/heads/main &&
@@ -174,7 +178,7 @@ elif [ "$DRY" = 0 ] && command -v git >/dev/null; then
         GIT_DIR="$STANDIN" GIT_WORK_TREE="$REPO" git -c user.name=gpu_check \
             -c user.email=gpu_check@localhost commit -q -m "gpu_check stand-in" &&
         COMMIT=$(git --git-dir="$STANDIN" rev-parse HEAD); then
-        COMMIT_NOTE="stand-in commit of the working tree (no .git carried)"
+        COMMIT_NOTE="stand-in commit of the working tree"
         "$PY" - "$HERE/asv.conf.json" "$TMP/asv.conf.json" "$STANDIN" "$HERE" <<'EOF'
 import json, re, sys
 src, dst, repo, here = sys.argv[1:]
