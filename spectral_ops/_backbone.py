@@ -172,13 +172,7 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     """
     xp = validate_array(B, name)
     dtype = resolve_dtype(xp, compute_dtype, B.dtype)
-    # max|B| is NaN or infinite exactly where B holds a NaN or an infinity (max
-    # propagates NaN in the array API): two passes, where isfinite + all takes
-    # five and, in array-api-compat's torch, a copy
-    if 0 in B.shape[-2:]:  # max has no identity: empty matrices are finite
-        finite = xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
-    else:
-        finite = xp.isfinite(xp.max(xp.abs(B), axis=(-2, -1), keepdims=True))
+    finite = all_finite(xp, B)
     if check_finite:
         require(xp, finite, f"{name} contains NaN or infinite values; clean the input (e.g. "
                             f"zero the non-finite entries) or pass check_finite=False: then "
@@ -189,6 +183,22 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     if transposed:
         x = xp.linalg.matrix_transpose(x)
     return Prepared(xp=xp, x=x, transposed=transposed, out_dtype=B.dtype, valid=finite)
+
+
+def all_finite(xp, B):
+    """Whether each matrix of ``B`` is free of NaN and infinity, shape (..., 1, 1).
+
+    torch, CuPy and NumPy: ``isfinite(max|B|)``, two passes (``isfinite`` then
+    ``all`` takes five and, in array-api-compat's torch, a copy), since their
+    ``max`` propagates NaN. Elsewhere ``all(isfinite(B))``: JAX's ``max`` on the
+    CPU skips a NaN among 4096 or more elements (XLA; a fused pass under ``jit``
+    anyway), and other libraries are not relied on. Empty matrices are finite.
+    """
+    if 0 in B.shape[-2:] or not (array_api_compat.is_torch_array(B)
+                                 or array_api_compat.is_cupy_array(B)
+                                 or array_api_compat.is_numpy_array(B)):
+        return xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
+    return xp.isfinite(xp.max(xp.abs(B), axis=(-2, -1), keepdims=True))
 
 
 def is_traced(x) -> bool:
@@ -328,14 +338,21 @@ def power_of_two_scale(xp, x):
     # abs and max are exact in any dtype: no widened copy of x
     amax = xp.astype(xp.max(xp.abs(x), axis=(-2, -1), keepdims=True), wide, copy=False)
     usable = (amax > 0) & (amax < math.inf)  # NaN compares false
-    exponent = xp.floor(xp.log2(xp.where(usable, amax, xp.ones_like(amax))))
+    amax = xp.where(usable, amax, xp.ones_like(amax))
     # made on x's device by a fill: a scalar copied from the host would make
     # torch wait for the device (a synchronisation per call)
     two = xp.full_like(amax, 2.0)
+    exponent = xp.floor(xp.log2(amax))
+    # log2 may round up to the next integer just below a power of two (within
+    # 2.6e-6 of 2^128 in float32): step back where 2^e > amax, tested without
+    # forming 2^e (infinite there) as 2^(e-1) > amax - 2^(e-1), exact where it
+    # matters (Sterbenz: amax in [2^(e-1), 2^e])
+    below = xp.pow(two, exponent - 1)
+    exponent = xp.where(below > amax - below, exponent - 1, exponent)
     half = xp.floor(-exponent / 2)
     up, down = xp.pow(two, half), xp.pow(two, -exponent - half)
     xs = (x * xp.astype(up, x.dtype, copy=False)) * xp.astype(down, x.dtype, copy=False)
-    scale = (1.0 / up) / down  # 2^e, exact (1 / up is a power of two in range); may be inf
+    scale = (1.0 / up) / down  # 2^e, exact: 1 / up is a power of two in range
     return xs, scale
 
 

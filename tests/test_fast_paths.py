@@ -66,8 +66,9 @@ def test_fused_gemm_matches_generic(backend, dtype, shape, call, monkeypatch):
 #: How much further from the exact map a fast path may be than the generic path,
 #: where the map amplifies round-off (power's root steps, the ridge route's
 #: inverse root): the two paths' errors are then independent draws of the same
-#: size, and their ratio was 0.55 to 1.58 (power, float64, fused GEMM; 24 cases)
-#: and 1.0 to 1.70 (ridge, float32, syrk; 8 cases) on an H100/H200. A wrong fast
+#: size: fused / generic was 0.65 to 1.58 (power, float64; 24 cases on an H200;
+#: 0.58 to 1.80 with torch's CPU), syrk / gemm 1.15 to 1.68 (ridge, float32, CuPy,
+#: the 8 2-D cases; asv_bench/results/h200/probe-d11d2a3d.txt). A wrong fast
 #: path (a lost beta, a wrong triangle) is orders of magnitude off.
 AMPLIFIED_RATIO = 4.0
 

@@ -208,3 +208,13 @@ def test_performance_page_gpu_numbers_come_from_the_committed_results():
         assert line in run, f"{line!r} is not in the summary of the committed results"
         checked += 1
     assert checked >= 15
+
+
+def test_performance_page_gpu_test_counts_come_from_the_committed_junit():
+    page = " ".join((ROOT / "docs" / "performance.md").read_text().split())
+    results = ROOT / "asv_bench" / "results"
+    h100 = gs.junit_line(results / "h100" / "pytest-gpu-d11d2a3d.xml")
+    h200 = gs.junit_line(results / "h200" / "pytest-gpu-695cb517.xml")
+    assert h100.startswith("1288 passed, 4 failed, 0 errors, 1 skipped of 1293")
+    assert h200.startswith("1292 passed, 0 failed, 0 errors, 1 skipped of 1293 in 31 s")
+    assert "1288 passed and 4 failed" in page and "1292 passed, 1 xfailed, none failed" in page

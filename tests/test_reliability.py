@@ -50,6 +50,36 @@ def test_non_finite_matrix_gives_nan_and_spares_the_batch(backend, dtype, kind, 
     np.testing.assert_allclose(Y[[0, 2]], ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend,dtype", backend_params(("float32",)))
+def test_one_nan_among_many_entries_is_seen(backend, dtype):
+    # a NaN among 4096 or more elements: JAX's max on the CPU skips it (XLA), so
+    # finiteness there is not read off max|B|; 2 x 64 x 96 holds 12288 entries
+    b = make_matrix("gaussian", (2, 64, 96), seed=2)
+    b[0, 40, 70] = np.nan
+    B = backend(b, dtype)
+    with pytest.raises(ValueError, match="B contains NaN"):
+        polar(B, check_finite=True)
+    for kind in ("polar", "clip", "power"):
+        Y = to_numpy(_apply(kind, "auto", B))
+        assert np.isnan(Y[0]).all() and np.isfinite(Y[1]).all(), kind
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params(("float32",)))
+@pytest.mark.parametrize("kind,method", [("polar", "polar_express"), ("clip", "newton"),
+                                         ("clip", "polar"), ("power", "newton")])
+def test_float32_at_its_largest_value(backend, dtype, kind, method):
+    # max|B| within 2.6e-6 of 2^128: float32's log2 rounds up to 128, and 2^128 is
+    # infinite; the prescale must still give 2^127 (before: an infinite result)
+    b = make_matrix("ill", (24, 40), cond=10.0, seed=12)
+    b = b / np.abs(b).max() * float(np.finfo(np.float32).max)
+    B = backend(b.astype(np.float32), dtype)
+    kw = {"tau": 0.3 * float(np.abs(b).max())} if kind == "clip" else {}
+    Y = to_numpy(_apply(kind, method, B, **kw)).astype(np.float64)
+    ref = to_numpy(_apply(kind, "svd", b.astype(np.float32).astype(np.float64), **kw))
+    assert np.isfinite(Y).all()
+    assert np.linalg.norm(Y - ref) <= 1e-3 * np.linalg.norm(ref)
+
+
 def test_the_svd_route_no_longer_hangs_on_an_infinity():
     # before: LAPACK looped forever (over 45 s, SIGINT ignored); a child process
     # with a time limit keeps a regression from hanging the test run
