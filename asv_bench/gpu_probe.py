@@ -14,10 +14,10 @@ Sections (each CUDA-only part prints "no cuda" elsewhere):
   of ``power`` (p = 1/2, and -1/2 through the ridge route) against the float64
   SVD route, torch (CPU, CUDA) and CuPy: the data of ``tests/test_fast_paths.py``;
 * ``prof``: torch profiler tables of bfloat16 ``polar`` and Muon's Newton-Schulz;
-* ``tf32``: float32 ``polar``/``clip``/``power`` at 4096 x 4096 and
-  ``torch.linalg.svd``'s drivers (``allow_tf32`` has no effect here: the
-  float32 matmul precision is pinned to "highest"; the clip timing includes
-  an SVD for tau);
+* ``svd``: float32 ``polar``/``clip``/``power`` at 4096 x 4096 and the time of
+  ``torch.linalg.svd``'s drivers (``probe-d11d2a3d.txt`` holds an earlier form,
+  section "TF32 on": it toggled ``allow_tf32``, which changes nothing with the
+  precision pinned to "highest", and timed an SVD for tau inside ``clip``);
 * ``jax``: jitted JAX ``polar`` and the optax ``muon`` update against the same
   iteration in torch, with the plan, and whether the lowered update holds an SVD.
 
@@ -148,18 +148,17 @@ def cross():
         print("x".join(map(str, shape)) + ": " + "; ".join(res), flush=True)
 
 
-def tf32():
-    section("float32 4096x4096 with TF32 on (for information), and the SVD drivers")
+def svd():
+    section("float32 4096x4096 (TF32 off): the maps, and the SVD drivers")
     if not CUDA:
         print("no cuda"); return
     B = torch.randn((4096, 4096), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    for allow in (False, True):
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        t = tmed(lambda: polar(B), n=5)
-        tc = tmed(lambda: clip(B, 0.5 * torch.linalg.matrix_norm(B, 2).item()), n=3)
-        tp = tmed(lambda: power(B, 0.5), n=3)
-        print(f"allow_tf32={allow}: polar {1e3 * t:.1f} ms, clip {1e3 * tc:.1f} ms, power 1/2 {1e3 * tp:.1f} ms", flush=True)
-    torch.backends.cuda.matmul.allow_tf32 = False
+    tau = 0.5 * torch.linalg.matrix_norm(B, 2).item()  # once, outside the timing
+    t = tmed(lambda: polar(B), n=5)
+    tc = tmed(lambda: clip(B, tau), n=3)
+    tp = tmed(lambda: power(B, 0.5), n=3)
+    print(f"polar {1e3 * t:.1f} ms, clip (tau = s_max / 2) {1e3 * tc:.1f} ms, "
+          f"power 1/2 {1e3 * tp:.1f} ms", flush=True)
     for driver in ("gesvd", "gesvdj", "gesvda"):
         try:
             def f():
@@ -227,7 +226,7 @@ def quick():
 
 
 for name in SECTIONS:
-    fn = {"quick": quick, "acc": acc, "prof": prof, "cross": cross, "tf32": tf32, "jax": jaxsec}[name]
+    fn = {"quick": quick, "acc": acc, "prof": prof, "cross": cross, "svd": svd, "jax": jaxsec}[name]
     try:
         fn()
     except Exception:
