@@ -109,6 +109,27 @@ def _with_norm(norm, shape=REF):
     return B
 
 
+#: the bound rho on s_max / tau of the pages' host designs: about what a Gaussian
+#: matrix clipped at its median singular value reads (see clip.md)
+CLIP_HOST_RHO = 4.0
+
+
+def _clip_host(shape, rho, dtype=np.float32):
+    """clip's "polar" plan where the host reads rho: ||B||_F / tau and the tight
+    bound both rho (a rank-one input; the designs follow the tight bound)."""
+    import array_api_compat.numpy as xnp
+
+    return routing.plan_clip(xnp, _zeros(shape, dtype), dtype, "polar", None, 1e-3, None,
+                             None, rho, tight=rho)
+
+
+def _clip_unread(shape, dtype=np.float32):
+    """clip's "polar" plan where nothing is read (accelerators, jax.jit): rho = 1 / floor."""
+    import array_api_compat.numpy as xnp
+
+    return routing.plan_clip(xnp, _zeros(shape, dtype), dtype, "polar")
+
+
 def _key(shape):
     return f"{shape[0]}x{shape[1]}"
 
@@ -284,8 +305,10 @@ def _clip_numbers(S):
     S["clip_sign_gap_tau"] = f"$|s - \\tau| \\ge {_tex10(gap)}\\,\\tau$"
     S["clip_max_ratio_f32"] = f"${_tex10(routing.MAX_MATRIX_RATIO['float32'])}$"
     S["clip_max_ratio_f64"] = f"${_tex10(routing.MAX_MATRIX_RATIO['float64'])}$"
+    S["clip_host_rho"] = f"{CLIP_HOST_RHO:g}"
     for shape in SHAPES:
-        cp = clip_plan(_zeros(shape), 1.0, method="polar")
+        cp = _clip_host(shape, CLIP_HOST_RHO)
+        ca = _clip_unread(shape)
         cn = clip_plan(_zeros(shape), 1.0, method="newton")
         pe = polar_plan(_zeros(shape), method="polar_express")
         k = _key(shape)
@@ -294,6 +317,9 @@ def _clip_numbers(S):
         S[f"clip_gflop_{k}"] = _gflop(cp.flops)
         S[f"clip_p_{k}"] = ITERATION[cp.polar_iteration]
         S[f"clip_vs_polar_{k}"] = f"{cp.flops / pe.flops:.2f}"
+        S[f"clip_unread_steps_{k}"] = f"{ca.polar_steps} + {ca.sign_steps}"
+        S[f"clip_unread_products_{k}"] = ca.matmuls
+        S[f"clip_unread_vs_polar_{k}"] = f"{ca.flops / pe.flops:.2f}"
         S[f"clip_newton_steps_{k}"] = f"{cn.polar_steps} + {cn.sign_steps}"
         S[f"clip_newton_products_{k}"] = cn.matmuls
     # which iteration computes P: from the plans, at aspect ratio 4 and 1
@@ -314,15 +340,18 @@ def _clip_numbers(S):
         f"would be a relative $\\varepsilon_{{32}}\\,\\rho$ at $\\tau$.")
     S["clip_vs_polar_a4"] = S["clip_vs_polar_256x1024"]
     S["clip_vs_polar_square"] = S["clip_vs_polar_512x512"]
-    cp = clip_plan(_zeros(REF), 1.0, method="polar")
-    cp64 = clip_plan(_zeros(REF, np.float64), 1.0, method="polar")
+    S["clip_unread_vs_polar_a4"] = S["clip_unread_vs_polar_256x1024"]
+    S["clip_unread_vs_polar_square"] = S["clip_unread_vs_polar_512x512"]
+    cp = _clip_host(REF, CLIP_HOST_RHO)
+    cp64 = _clip_host(REF, CLIP_HOST_RHO, np.float64)
     S["clip_sign_steps"] = cp.sign_steps
-    S["clip_sign_bound_1024"] = _sci(clip_plan(_zeros((1024, 4096)), 1.0, method="polar")
-                                     .sign.error_bound, 1)
+    S["clip_sign_bound_1024"] = _sci(_clip_host((1024, 4096), CLIP_HOST_RHO).sign.error_bound, 1)
+    S["clip_p_bound"] = _sci(cp.polar.error_bound, 1)
+    S["clip_p_steps_f32"] = cp.polar_steps
+    S["clip_p_steps_f64"] = cp64.polar_steps
     S["clip_steps_f64"] = f"{cp64.polar_steps} + {cp64.sign_steps}"
     S["clip_products_f64"] = cp64.matmuls
-    S["clip_sign_steps_f64_128"] = clip_plan(_zeros((128, 512), np.float64), 1.0,
-                                             method="polar").sign_steps
+    S["clip_sign_steps_f64_128"] = _clip_host((128, 512), CLIP_HOST_RHO, np.float64).sign_steps
     S["clip_sign_steps_f64_256"] = cp64.sign_steps
     cn = clip_plan(_zeros(REF), 1.0, method="newton")
     S["clip_newton_steps_f32"] = cn.polar_steps
@@ -332,18 +361,27 @@ def _clip_numbers(S):
     ce = clip_plan(_zeros(REF), 1.0, method="polar", eps=0.1)
     S["clip_eps_products"], S["clip_eps_gflop"] = ce.matmuls, _gflop(ce.flops)
 
-    # the designs against ||B||_F / tau; up to `base` they are those of ratio 1
-    assert clip_plan(_with_norm(base), 1.0, method="polar") == cp
-    for ratio in (10, 100, 1000, 10000):
-        cr = clip_plan(_with_norm(ratio), 1.0, method="polar")
+    # the designs against the bound rho read on the host; a rank-one input reads
+    # rho = ||B||_F / tau exactly (rounded up to a quarter octave by clip_plan)
+    assert clip_plan(_with_norm(CLIP_HOST_RHO / 1.01), 1.0, method="polar") == cp
+    for ratio in (1, 4, 10, 100, 1000, 10000):
+        cr = _clip_host(REF, ratio)
         S[f"clip_ratio_{ratio}_steps"] = f"{cr.polar_steps} + {cr.sign_steps}"
         S[f"clip_ratio_{ratio}_products"] = cr.matmuls
         S[f"clip_ratio_{ratio}_gflop"] = _gflop(cr.flops)
+    cu = _clip_unread(REF)
+    S["clip_unread_steps"] = f"{cu.polar_steps} + {cu.sign_steps}"
+    S["clip_unread_products"] = cu.matmuls
+    S["clip_unread_gflop"] = _gflop(cu.flops)
 
     # the example of clip.md: a Gaussian 256 x 1024 input, tau = 30
     B = np.random.default_rng(0).standard_normal(REF).astype(np.float32)
     c = clip_plan(B, 30.0, method="polar")
+    s64 = np.linalg.svd(B.astype(np.float64), compute_uv=False)
     S["clip_example_ratio"] = f"{np.linalg.norm(B.astype(np.float64)) / 30.0:.0f}"
+    S["clip_example_smax"] = f"{s64[0] / 30.0:.2f}"
+    S["clip_example_rho"] = f"{0.5 / c.polar.lower:.3g}"  # P's lower end is 1 / (2 rho)
+    S["clip_example_s8"] = f"{np.sum(s64**8) ** 0.125 / 30.0:.2f}"
     S["clip_example_steps"] = f"{c.polar_steps} + {c.sign_steps}"
     S["clip_example_products"] = c.matmuls
     S["clip_example_p"] = ITERATION[c.polar_iteration]

@@ -52,20 +52,21 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any, NamedTuple
 
 import array_api_compat
 
 from . import _backbone as bb
-from .kernels import mT, polar_factor, svd_map
+from .kernels import mT, polar_factor, svd_map, tight_start
 from .plans import ClipPlan
-from .routing import CLIP_METHODS, plan_clip
+from .routing import CLIP_METHODS, clip_method, plan_clip
 
 __all__ = ["clip", "clip_plan", "ClipPlan", "CLIP_METHODS"]
 
 
 def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
               floor: float = 1e-3, tol: float | None = None, eps: float | None = None,
-              compute_dtype=None) -> ClipPlan:
+              ratio: float | None = None, compute_dtype=None) -> ClipPlan:
     """What :func:`clip` would run on ``B``, without running it.
 
     ``method="auto"`` resolves as :func:`~spectral_ops.polar_plan` does, with
@@ -73,12 +74,56 @@ def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
     ``"qdwh"``: ``"svd"`` on CPUs where the SVD measured faster (see
     docs/polar.md, "auto") or where ``tol`` is below what matrix iterations
     reach (``tol < 10 eps``), ``"newton"`` for such ``tol`` on accelerators,
-    else ``"polar"``.
+    else ``"polar"``. Where the designs follow a bound read from ``B`` (see
+    :func:`clip`, ``ratio``), this computes the two products it is read from.
     """
     xp = bb.validate_array(B, "B")
     _check_tau(xp, tau, B)
-    return plan_clip(xp, B, bb.resolve_dtype(xp, compute_dtype, B.dtype), method, steps, floor,
-                     tol, eps, _ratio_bound(xp, B, tau))
+    prep = bb.prepare(B, compute_dtype=compute_dtype)
+    return _plan(prep, B, tau, method, steps, floor, tol, eps, ratio)[0]
+
+
+def _plan(prep, B, tau, method, steps, floor, tol, eps, given=None):
+    """``(plan, scaled)``: the plan of ``clip``, and the scaled input it was designed
+    for (see :func:`_scale`) where that was computed, else None.
+
+    Where ``B`` can be read on the host (see :func:`_ratio_bound`) and the hard
+    clip takes ``"polar"``, the designs follow the polar factor's tight start
+    rather than ``||B||_F``: a bound on ``s_max / tau`` within ``m^(1/8)``
+    instead of ``sqrt(rank)``, read off the two products ``P``'s first step
+    needs anyway (they are handed to it, so nothing runs twice), and rounded
+    up to a quarter octave so that the designs repeat from call to call.
+    ``given``: the caller's bound (``ratio``), which replaces both reads.
+    """
+    xp = prep.xp
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, numbers.Real) or not (
+                math.isfinite(given) and given > 0):
+            raise ValueError(
+                f"ratio must be None (read from B where that is free) or a positive finite "
+                f"bound on s_max / tau over the batch, such as ||B||_F / tau; got {given!r}.")
+        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps,
+                         _quarter_octave(float(given))), None
+    ratio = _ratio_bound(xp, B, tau)
+    if ratio is None or eps is not None or prep.m == 0 or clip_method(
+            xp, B, prep.dtype, method, tol, ratio, floor) != "polar":
+        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, ratio), None
+    wide = bb.wide_dtype(xp, prep.dtype)
+    scaled = _scale(xp, prep.x, _tau_array(xp, tau, prep.x), start=bb.dtype_eps(xp, wide))
+    b = scaled.bound / scaled.t  # per matrix: b >= s_max, in units of tau
+    b = xp.max(xp.where(scaled.untouched, xp.ones_like(b), b))
+    tight = float(b.detach() if array_api_compat.is_torch_array(b) else b)  # a host read
+    if not math.isfinite(tight):  # beyond the dtype's range: the Frobenius design
+        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, ratio), None
+    return plan_clip(xp, B, prep.dtype, "polar", steps, floor, tol, eps, ratio,
+                     tight=_quarter_octave(tight)), scaled
+
+
+def _quarter_octave(ratio: float) -> float:
+    """``ratio`` rounded up to a power of ``2^(1/4)`` (at least 1): designs are
+    cached by their lower ends, so a ratio that drifts from call to call (a
+    training run) reuses a few of them instead of designing anew each time."""
+    return 2.0 ** (math.ceil(4.0 * math.log2(max(ratio, 1.0))) / 4.0)
 
 
 def _ratio_bound(xp, B, tau):
@@ -100,7 +145,7 @@ def _ratio_bound(xp, B, tau):
     else:
         t = xp.reshape(xp.astype(tau, log_fro.dtype), tuple(tau.shape) + (1, 1))
         log_ratio = float(xp.max(log_fro - xp.log2(t)))
-    return 2.0 ** min(log_ratio, 1000.0) if math.isfinite(log_ratio) else None
+    return _quarter_octave(2.0 ** min(log_ratio, 1000.0)) if math.isfinite(log_ratio) else None
 
 
 def _check_tau(xp, tau, B, check_values=False):
@@ -143,8 +188,8 @@ def _check_tau(xp, tau, B, check_values=False):
 
 
 def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: float = 1e-3,
-         tol: float | None = None, eps: float | None = None, compute_dtype=None,
-         check_finite: bool = False):
+         tol: float | None = None, eps: float | None = None, ratio: float | None = None,
+         compute_dtype=None, check_finite: bool = False):
     r"""Clip the singular values of ``B`` at ``tau``: :math:`U\,\min(s, \tau)\,V^T`.
 
     The Frobenius projection of ``B`` onto :math:`\{X : \|X\|_2 \le \tau\}`
@@ -165,10 +210,12 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
         Iterations of each inner iteration (polar factor and sign). Default: the
         fewest that meet ``tol`` (``"polar"``) or working precision (``"newton"``).
     floor : float
-        Relative floor of the polar factor, in (0, 1): singular values above
-        both ``tau`` and ``floor * s_max`` are cut to within ``tol`` of ``tau``;
-        those between ``tau`` and ``floor * s_max`` (only when
-        ``tau < floor * s_max``) come out in :math:`[0, \tau]`.
+        Relative floor, in (0, 1), for the designs where no bound on
+        ``s_max / tau`` is known (see ``ratio``): they assume
+        ``s_max / tau <= 1 / floor``. Singular values above both ``tau`` and
+        ``floor * s_max`` are cut to within ``tol`` of ``tau``; those between
+        ``tau`` and ``floor * s_max`` (only when ``tau < floor * s_max``) come
+        out in :math:`[0, \tau]`.
     tol : float, optional
         Target relative error per singular value in exact arithmetic. Default
         by compute dtype: 1e-10 (float64), 1e-4 (float32), 1e-2 (float16),
@@ -188,6 +235,15 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
         ``floor * s_max`` may be off by up to :math:`\epsilon^2\tau/4` more. Off by
         default: the hard clip's error near ``tau`` is already bounded by
         :math:`|s - \tau|/2` (see Notes), so smoothing buys no accuracy.
+    ratio : float, optional
+        An upper bound on ``s_max / tau`` (the largest over the batch) that the
+        caller guarantees, for example ``||B||_F / tau`` where ``tau`` is set
+        relative to ``||B||_F``. The iterations of ``"polar"`` are designed for
+        it (fewer steps for smaller ratios) and nothing is read from ``B``, so
+        the plan is the same for every batch and needs no synchronisation. A
+        bound below the true ratio costs accuracy. Default: read from ``B``
+        where that is free (host arrays, outside tracing: the polar factor's
+        tight start, see docs/clip.md), else ``1 / floor``.
     compute_dtype : dtype or str, optional
         Dtype to iterate in. Default: ``B``'s dtype.
     check_finite : bool
@@ -229,7 +285,7 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     prep = bb.prepare(B, compute_dtype=compute_dtype, check_finite=check_finite)
     xp = prep.xp
     _check_tau(xp, tau, B, check_values=check_finite)
-    plan = plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, _ratio_bound(xp, B, tau))
+    plan, scaled = _plan(prep, B, tau, method, steps, floor, tol, eps, ratio)
     if prep.m == 0:
         return bb.finish(xp.zeros_like(prep.x), prep)
     t = _tau_array(xp, tau, prep.x)
@@ -242,7 +298,7 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
         y = svd_map(xp, x, lambda xp_, s, c: c * _smooth_min(xp_, s, t[..., 0] / c, plan.eps))
         y = xp.astype(y, prep.x.dtype)
     else:
-        y = _identity_clip(xp, prep.x, t, plan)
+        y = _identity_clip(xp, prep.x, t, plan, scaled)
     return bb.finish(y, prep)
 
 
@@ -271,30 +327,53 @@ def _smooth_min(xp, s, t, eps):
     return 0.5 * (s + t - xp.sqrt((s - t) ** 2 + (eps * t) ** 2))
 
 
-@bb.in_wide_dtype
-def _identity_clip(xp, x, t, plan):
-    r"""``tau P + Pi (B - tau P)`` (see the module docstring), in float32 or better.
+class _Scaled(NamedTuple):
+    """The input of the identity route, scaled (see :func:`_scale`)."""
 
-    Everything runs in the wide dtype: ``H = B P^T`` has errors of size
-    ``s_max * (error of P)``, so at ``s_max = 1e3 tau`` a bfloat16 ``P`` (errors
-    ~1e-2) would put errors of ``10 tau`` into ``H`` (measured: output norms up to
-    ``15 tau``).
-    """
-    # clip(B, tau) = c clip(B / c, tau / c), with c the exact power of two that
-    # brings max|B| into [1, 2): no overflow or underflow at any scale
-    x, c = bb.power_of_two_scale(xp, x)
+    x: Any  # x / c, in the wide dtype
+    t: Any  # tau / c (1 where untouched)
+    c: Any  # the power of two, (..., 1, 1)
+    untouched: Any  # tau >= ||B||_F: the result is B itself
+    start: Any = None  # the tight start of x, where computed
+    bound: Any = None  # its scale, >= s_max(x)
+
+
+def _scale(xp, x, t, start=None):
+    """``x`` in the wide dtype over ``c``, the exact power of two that brings max|x|
+    into [1, 2), and ``tau`` over ``c`` alike: ``clip(B, tau) = c clip(B / c, tau / c)``,
+    with no overflow or underflow at any scale. With ``start`` (the dtype's
+    ``eps``), also the tight start of ``x / c`` and its scale."""
+    wide = bb.wide_dtype(xp, x.dtype)
+    x, c = bb.power_of_two_scale(xp, x if wide == x.dtype else xp.astype(x, wide))
     cap = xp.where(c < 1, c, xp.ones_like(c)) * bb.dtype_max(xp, t.dtype)
     t = xp.minimum(t, cap) / c  # no overflow: a capped tau is above ||B||_F anyway
     # where tau >= ||B||_F >= s_max nothing is clipped: B itself, exactly (the
     # identity below would carry an absolute error of eps * tau)
     untouched = t >= xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=True))
     t = xp.where(untouched, xp.ones_like(t), t)  # keeps a huge tau out of the arithmetic
-    return c * xp.where(untouched, x, _clip_identity(xp, x, t, plan))
+    if start is None:
+        return _Scaled(x, t, c, untouched)
+    *first, bound = tight_start(xp, x, start, bound=True)
+    return _Scaled(x, t, c, untouched, tuple(first), bound)
 
 
-def _clip_identity(xp, x, t, plan):
+def _identity_clip(xp, x, t, plan, scaled=None):
+    r"""``tau P + Pi (B - tau P)`` (see the module docstring), in float32 or better.
+
+    Everything runs in the wide dtype: ``H = B P^T`` has errors of size
+    ``s_max * (error of P)``, so at ``s_max = 1e3 tau`` a bfloat16 ``P`` (errors
+    ~1e-2) would put errors of ``10 tau`` into ``H`` (measured: output norms up to
+    ``15 tau``). ``scaled``: :func:`_scale` of ``x`` and ``t``, where the plan
+    was made from it.
+    """
+    s = _scale(xp, x, t) if scaled is None else scaled
+    y = s.c * xp.where(s.untouched, s.x, _clip_identity(xp, s.x, s.t, plan, s.start))
+    return y if y.dtype == x.dtype else xp.astype(y, x.dtype)
+
+
+def _clip_identity(xp, x, t, plan, start=None):
     m = x.shape[-2]
-    pw = polar_factor(xp, x, plan.polar)
+    pw = polar_factor(xp, x, plan.polar, start)
     out_dtype = x.dtype
     if plan.sign_dtype is not None and bb.has_float64(xp, x):
         # near tau, float32 round-off in H - tau I is eps * s_max: see ClipPlan.sign_dtype

@@ -25,7 +25,7 @@ from .plans import ClipPlan, PolarPlan, PowerPlan
 
 __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
-           "plan_power", "count_polar", "newton_steps", "design_lower", "qdwh_schedule",
+           "plan_power", "clip_method", "count_polar", "newton_steps", "design_lower", "qdwh_schedule",
            "resolve_power_eps"]
 
 POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd")
@@ -402,7 +402,7 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
     return PolarPlan("svd", 0, *svd_count(m, n), None, None, floor=floor, eps=eps)
 
 
-def _wide_polar_plan(xp, dtype, m, n, steps, floor, tol) -> PolarPlan:
+def _wide_polar_plan(xp, dtype, m, n, steps, floor, tol, lower=None) -> PolarPlan:
     """The polar factor inside clip and power: Polar Express in the wide dtype.
 
     Not Gram Newton-Schulz: its ``P`` is as accurate on the band, but clip and
@@ -411,11 +411,11 @@ def _wide_polar_plan(xp, dtype, m, n, steps, floor, tol) -> PolarPlan:
     4.4e-4 through Gram, 3.7e-5 through Polar Express, target 1e-4).
     """
     eps = bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
-    return _quintic_plan("polar_express", m, n, steps, tol, floor, eps)
+    return _quintic_plan("polar_express", m, n, steps, tol, floor, eps, lower=lower)
 
 
 def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
-              eps=None, ratio=None) -> ClipPlan:
+              eps=None, ratio=None, tight=None) -> ClipPlan:
     """The :class:`~spectral_ops.ClipPlan` of ``clip(B, tau)`` computed in ``dtype``.
 
     ``ratio`` is a bound on ``s_max / tau`` known on the host (``||B||_F / tau``
@@ -427,6 +427,15 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     the step counts grow with ``log(ratio)``. Beyond ``MAX_MATRIX_RATIO`` of the
     wide dtype the matrix-product routes cannot resolve ``tau`` against
     ``s_max`` in that precision, and ``auto`` takes the SVD (CPU) or QDWH.
+
+    ``tight``: a second, tighter bound on ``s_max / tau``, ``max b / tau`` over
+    the batch with ``b`` the scale of the polar factor's own tight start
+    (:func:`~spectral_ops.kernels.tight_start`, which the caller then passes to
+    the iteration). The two designs follow it: a singular value ``tau / 2``
+    lands at ``1 / (2 tight)`` or above on that scale, so ``P`` is designed for
+    that lower end itself, with no allowance for the start's looseness. The
+    float64 thresholds (``POLISH_ABOVE``, ``SIGN64_ABOVE``) stay on ``ratio``,
+    the bound they were measured with.
     """
     check_method_steps_tol(CLIP_METHODS, method, steps, tol)
     check_floor(floor, "singular values above tau and above floor * s_max are cut to tau "
@@ -442,21 +451,9 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     wide_name = bb.dtype_name(xp, wide)
     weps = bb.dtype_eps(xp, wide)
     tol = CLIP_TOL[bb.dtype_name(xp, dtype)] if tol is None else float(tol)
-    accelerator = bb.on_accelerator(B)
     floor = float(floor)
     ratio = 1.0 / floor if ratio is None or not math.isfinite(ratio) else max(float(ratio), 1.0)
-    if method == "auto":
-        if m == 0:
-            method = "svd"
-        elif ratio > MAX_MATRIX_RATIO[wide_name]:
-            method = "newton" if accelerator or bb.is_differentiated(B) else "svd"
-        elif tol < 10 * weps:
-            method = "newton" if accelerator or bb.is_differentiated(B) else "svd"
-        elif not accelerator and cpu_clip_prefers_svd(xp, dtype, B.shape) \
-                and not bb.is_differentiated(B):
-            method = "svd"
-        else:
-            method = "polar"
+    method = clip_method(xp, B, dtype, method, tol, ratio, floor)
     # float32 round-off near tau is eps s_max, i.e. eps * ratio relative to tau
     # (float32, ratio 5.4e3: output norm 1.0023 tau): the parts that carry it run
     # in float64 where the ratio calls for it, the SVD route entirely
@@ -472,9 +469,15 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     if method == "polar":
         # P runs in the wide dtype, to that dtype's default accuracy at least
         ptol = min(tol, POLAR_TOL[wide_name])
-        polar = _wide_polar_plan(xp, dtype, m, n, steps, min(floor, 0.5 / ratio), ptol)
+        if tight is not None:  # P matters only above tau / 2: below, the identity cancels it
+            tight = min(max(float(tight), 1.0), ratio)
+            polar = _wide_polar_plan(xp, dtype, m, n, steps, 0.5 / tight, ptol,
+                                     lower=0.5 / tight)
+        else:  # the same, with the start's allowance; eps keeps the floor (see clip)
+            pfloor = 0.5 / ratio if eps is None else min(floor, 0.5 / ratio)
+            polar = _wide_polar_plan(xp, dtype, m, n, steps, pfloor, ptol)
         sign_lower, sign_tol = SIGN_DESIGN[wide_name]
-        sign_lower = min(sign_lower, SIGN_GAP / ratio)
+        sign_lower = min(sign_lower, SIGN_GAP / (ratio if tight is None else tight))
         # with eps the stacked [H - tau I, eps tau I] has no singular value below
         # eps tau, so the same design resolves it wherever eps tau >= lower s_max
         sign = _quintic_plan("polar_express", m, sign_cols, steps, sign_tol, sign_lower, weps,
@@ -488,6 +491,25 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
                     polar.flops + sign.flops + f_end,
                     polar.method if method == "polar" else None, polar=polar, sign=sign, eps=eps,
                     polish_dtype=polish, sign_dtype=sign64)
+
+
+def clip_method(xp, B, dtype, method, tol, ratio, floor) -> str:
+    """The method ``clip`` runs: ``method``, with ``"auto"`` resolved (see
+    :func:`plan_clip`), without designing anything."""
+    if method != "auto":
+        return method
+    tol = CLIP_TOL[bb.dtype_name(xp, dtype)] if tol is None else float(tol)
+    ratio = 1.0 / floor if ratio is None or not math.isfinite(ratio) else max(float(ratio), 1.0)
+    wide = bb.wide_dtype(xp, dtype)
+    accelerator = bb.on_accelerator(B)
+    if min(B.shape[-2:]) == 0:
+        return "svd"
+    if ratio > MAX_MATRIX_RATIO[bb.dtype_name(xp, wide)] or tol < 10 * bb.dtype_eps(xp, wide):
+        return "newton" if accelerator or bb.is_differentiated(B) else "svd"
+    if not accelerator and cpu_clip_prefers_svd(xp, dtype, B.shape) \
+            and not bb.is_differentiated(B):
+        return "svd"
+    return "polar"
 
 
 def resolve_power_eps(q: Fraction, eps):

@@ -194,19 +194,113 @@ def test_jit_compatible_jax():
 
 
 def test_plan_counts():
-    B = np.zeros((256, 1024), np.float32)
-    p = clip_plan(B, 1.0, method="polar")
-    assert p.method == "polar" and p.polar_steps == 7
+    B = make_matrix("gaussian", (256, 1024), seed=0).astype(np.float32)
+    tau = float(np.median(np.linalg.svd(B, compute_uv=False)))
+    p = clip_plan(B, tau, method="polar")
     # the polar factor comes from Polar Express at every aspect ratio: Gram
     # Newton-Schulz's P cost clip accuracy on real nearly low-rank gradients
-    assert p.polar_iteration == "polar_express"
-    assert p.matmuls == polar_plan(B, method="polar_express").matmuls + 3 * p.sign_steps + 4
+    assert p.method == "polar" and p.polar_iteration == "polar_express"
+    assert p.matmuls == 3 * p.polar_steps + 3 * p.sign_steps + 4
     sq = clip_plan(np.zeros((512, 512), np.float32), 1.0, method="polar")
     assert sq.polar_iteration == "polar_express"
     assert sq.matmuls == 3 * sq.polar_steps + 3 * sq.sign_steps + 4
     assert clip_plan(B, 1.0, method="svd").matmuls == 1  # the reconstruction (U f(s)) V^T
     assert clip_plan(B.astype(np.float64), 1.0).method == "svd"  # measured on CPUs
     assert clip_plan(B, 1.0).method == "polar"  # NumPy float32, aspect 4: measured faster
+
+
+def _frobenius_design(b, tau):
+    """The plan designed for ||B||_F / tau, as before the tight start was read."""
+    from spectral_ops import routing
+    import array_api_compat.numpy as xnp
+
+    ratio = float(np.max(np.linalg.norm(b, axis=(-2, -1)) / tau))
+    return routing.plan_clip(xnp, b, b.dtype, "polar", None, 1e-3, None, None, ratio)
+
+
+@pytest.mark.parametrize("shape", [(256, 1024), (1024, 256), (4, 96, 96)], ids=str)
+@pytest.mark.parametrize("kind", ("gaussian", "gradient", "far_above"))
+def test_designs_follow_a_valid_tight_bound(shape, kind):
+    # where B is on the host, the designs follow the tight start's bound b on
+    # s_max / tau: P resolves every singular value above tau / 2, which lands at
+    # 1 / (2 b) or above, so P's lower end is 1 / (2 b)
+    b, tau = _case(kind, shape)
+    b = b.astype(np.float32)
+    s_max = np.linalg.svd(b.astype(np.float64), compute_uv=False).max()
+    p = clip_plan(b, tau, method="polar")
+    bound = 0.5 / p.polar.lower
+    m = min(shape[-2:])
+    assert s_max / tau <= bound <= s_max / tau * m**0.125 * 2**0.25 * (1 + 1e-5)
+    # and never more work than the design for ||B||_F / tau
+    ref = _frobenius_design(b, tau)
+    assert p.matmuls <= ref.matmuls and p.flops <= ref.flops
+    assert (p.polish_dtype, p.sign_dtype) == (ref.polish_dtype, ref.sign_dtype)
+    if kind == "gaussian":  # ||B||_F is sqrt(rank)-loose there: fewer products
+        assert p.matmuls < ref.matmuls
+
+
+def test_tight_design_takes_the_largest_ratio_of_a_stack():
+    b = make_matrix("gaussian", (3, 40, 64), seed=2).astype(np.float32)
+    s_max = np.linalg.svd(b.astype(np.float64), compute_uv=False).max(axis=-1)
+    tau = (s_max / np.array([1.5, 40.0, 3.0])).astype(np.float32)  # matrix 1 is far above
+    bound = 0.5 / clip_plan(b, tau, method="polar").polar.lower
+    assert bound >= 40.0
+    y = clip(b, tau, method="polar")
+    assert _rel(y, _exact(b, tau)) <= REL_TOL["float32"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_given_ratio_reads_nothing_and_is_batch_invariant(monkeypatch, dtype):
+    import importlib
+
+    clip_module = importlib.import_module("spectral_ops.clip")  # the module, not the function
+    b = make_matrix("gaussian", (5, 48, 96), seed=3).astype(dtype)
+    fro = np.linalg.norm(b, axis=(-2, -1))
+    tau = (0.3 * fro / np.sqrt(48)).astype(dtype)  # relative radii: ||B||_F / tau = sqrt(48) / 0.3
+    ratio = np.sqrt(48) / 0.3 * (1 + 1e-6)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("read B although ratio was given")
+
+    monkeypatch.setattr(clip_module, "_ratio_bound", no_read)
+    monkeypatch.setattr(clip_module, "tight_start", no_read)  # where the tight bound is read
+    with pytest.raises(AssertionError, match="read B"):
+        clip(b, tau, method="polar")  # without ratio the host reads B
+    y = clip(b, tau, method="polar", ratio=ratio)
+    assert _rel(y, _exact(b, tau)) <= REL_TOL[np.dtype(dtype).name]
+    # the same plan and the same arithmetic whatever else the batch holds
+    assert clip_plan(b[:1], tau[:1], method="polar", ratio=ratio) == \
+        clip_plan(b, tau, method="polar", ratio=ratio)
+    for i in range(len(b)):
+        np.testing.assert_array_equal(clip(b[i], float(tau[i]), method="polar", ratio=ratio), y[i])
+
+
+def test_given_ratio_designs_on_accelerators(monkeypatch):
+    # where nothing can be read the designs assume 1 / floor; a caller's bound is cheaper
+    import spectral_ops._backbone as bb
+
+    b = np.zeros((256, 1024), np.float32)
+    monkeypatch.setattr(bb, "on_accelerator", lambda x: True)
+    unread = clip_plan(b, 1.0, method="polar")
+    given = clip_plan(b, 1.0, method="polar", ratio=50.0)
+    assert given.matmuls < unread.matmuls
+    assert (given.polar_steps, given.sign_steps) < (unread.polar_steps, unread.sign_steps)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-4), (np.float64, 1e-10)])
+@pytest.mark.parametrize("shape", [(64, 160), (160, 64)], ids=str)
+def test_every_singular_value_from_tiny_to_far_above(dtype, tol, shape):
+    # singular values from 1e-6 tau up to 50 tau, with some just above tau / 2
+    # (where P's design ends) and none within 1e-2 tau of tau (the sign's band)
+    s = np.sort(np.concatenate([np.geomspace(1e-6, 0.4, 16), 0.5 * (1 + np.geomspace(1e-4, 1e-1, 16)),
+                                np.linspace(0.6, 0.99, 12), np.linspace(1.01, 2.0, 12),
+                                np.geomspace(2.5, 50.0, 8)]))[::-1]
+    b = from_spectrum(s, shape, seed=7).astype(dtype)
+    u, s64, vh = np.linalg.svd(b.astype(np.float64), full_matrices=False)
+    y = clip(b, 1.0, method="polar").astype(np.float64)
+    per_value = np.abs(np.einsum("ij,ik,kj->j", u, y, vh.T) - np.minimum(s64, 1.0))
+    floor = 30 * np.finfo(dtype).eps * np.linalg.norm(b)  # round-off of B's size
+    assert per_value.max() <= tol + floor, per_value.max()
 
 
 @pytest.mark.parametrize("shape", [(24, 24), (24, 96), (96, 24), (2, 24, 72)], ids=str)
@@ -230,6 +324,10 @@ def test_plan_product_count_is_what_runs(shape):
     (1.0, {"floor": 1.5}, ValueError, r"floor must be a number in \(0, 1\)"),
     (1.0, {"steps": 0}, ValueError, r"steps must be a positive integer"),
     (1.0, {"method": "svd", "steps": 2}, ValueError, r"steps does not apply"),
+    (1.0, {"ratio": 0.0}, ValueError, r"ratio must be None .* or a positive finite bound"),
+    (1.0, {"ratio": float("inf")}, ValueError, r"ratio must be None"),
+    (1.0, {"ratio": True}, ValueError, r"ratio must be None"),
+    (1.0, {"ratio": "3"}, ValueError, r"ratio must be None.*got '3'"),
 ])
 def test_errors_name_argument_and_fix(tau, kwargs, exc, msg):
     with pytest.raises(exc, match=msg):

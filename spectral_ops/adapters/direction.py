@@ -416,8 +416,12 @@ def _relative_clip(x, t, method, steps, compute_dtype, accuracy=None):
     # zero momentum (tau = 0) or a radius out of range: any radius gives the same
     # direction for a zero matrix, and non-finite input propagates as NaN
     tau = xp.where((tau > 0) & xp.isfinite(tau), tau, xp.ones_like(tau))
+    # s_max / tau <= ||x||_F / tau = sqrt(k) / t for every matrix: the core designs
+    # for it without reading x (no synchronisation, and the same plan whatever
+    # the batch holds, so results do not depend on how matrices are batched);
+    # the margin covers the rounding of ||x||_F and tau
     y = spectral_ops.clip(x, tau, method=method, steps=steps, compute_dtype=compute_dtype,
-                          **accuracy)
+                          ratio=math.sqrt(k) / t * (1 + 1e-6), **accuracy)
     return _times(y, 1.0 / tau)
 
 
