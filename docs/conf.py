@@ -116,7 +116,7 @@ CLIP_HOST_RHO = 4.0
 
 def _clip_host(shape, rho, dtype=np.float32):
     """clip's "polar" plan where the host reads rho: ||B||_F / tau and the tight
-    bound both rho (a rank-one input; the designs follow the tight bound)."""
+    bound both rho, as for a rank-one input (the designs follow the tight bound)."""
     import array_api_compat.numpy as xnp
 
     return routing.plan_clip(xnp, _zeros(shape, dtype), dtype, "polar", None, 1e-3, None,
@@ -333,11 +333,12 @@ def _clip_numbers(S):
     polish = getattr(routing, "POLISH_ABOVE", None)
     eps32 = 2.0**-23
     S["clip_polish"] = "" if polish is None else (
-        f"Where $\\varepsilon_{{32}}\\,\\rho > {_tex10(polish)}$ (float32 inputs with "
-        f"$\\rho > {polish / eps32:.0f}$), the projector refinement and the last product "
-        f"(3 of the products) run in float64, where the array library computes in "
-        f"float64 there: in float32 their round-off, about $\\varepsilon_{{32}}\\,s_{{max}}$, "
-        f"would be a relative $\\varepsilon_{{32}}\\,\\rho$ at $\\tau$.")
+        f"Where $\\varepsilon_{{32}}\\,\\|B\\|_F/\\tau > {_tex10(polish)}$ (float32 inputs "
+        f"with $\\|B\\|_F/\\tau > {polish / eps32:.0f}$, or a given `ratio` above that), the "
+        f"projector refinement and the last product (3 of the products) run in float64, "
+        f"where the array library computes in float64 there: in float32 their round-off, "
+        f"about $\\varepsilon_{{32}}\\,s_{{max}}$, would be a relative "
+        f"$\\varepsilon_{{32}}\\,s_{{max}}/\\tau$ at $\\tau$.")
     S["clip_vs_polar_a4"] = S["clip_vs_polar_256x1024"]
     S["clip_vs_polar_square"] = S["clip_vs_polar_512x512"]
     S["clip_unread_vs_polar_a4"] = S["clip_unread_vs_polar_256x1024"]
@@ -381,7 +382,8 @@ def _clip_numbers(S):
     S["clip_example_ratio"] = f"{np.linalg.norm(B.astype(np.float64)) / 30.0:.0f}"
     S["clip_example_smax"] = f"{s64[0] / 30.0:.2f}"
     S["clip_example_rho"] = f"{0.5 / c.polar.lower:.3g}"  # P's lower end is 1 / (2 rho)
-    S["clip_example_s8"] = f"{np.sum(s64**8) ** 0.125 / 30.0:.2f}"
+    tau_median = float(np.median(s64))
+    S["clip_gauss_rho"] = f"{0.5 / clip_plan(B, tau_median, method='polar').polar.lower:.3g}"
     S["clip_example_steps"] = f"{c.polar_steps} + {c.sign_steps}"
     S["clip_example_products"] = c.matmuls
     S["clip_example_p"] = ITERATION[c.polar_iteration]

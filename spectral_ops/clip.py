@@ -91,9 +91,8 @@ def _plan(prep, B, tau, method, steps, floor, tol, eps, given=None):
     clip takes ``"polar"``, the designs follow the polar factor's tight start
     rather than ``||B||_F``: a bound on ``s_max / tau`` within ``m^(1/8)``
     instead of ``sqrt(rank)``, read off the two products ``P``'s first step
-    needs anyway (they are handed to it, so nothing runs twice), and rounded
-    up to a quarter octave so that the designs repeat from call to call.
-    ``given``: the caller's bound (``ratio``), which replaces both reads.
+    needs anyway (they are handed to it, so nothing runs twice). ``given``: the
+    caller's bound (``ratio``), which replaces both reads.
     """
     xp = prep.xp
     if given is not None:
@@ -102,28 +101,23 @@ def _plan(prep, B, tau, method, steps, floor, tol, eps, given=None):
             raise ValueError(
                 f"ratio must be None (read from B where that is free) or a positive finite "
                 f"bound on s_max / tau over the batch, such as ||B||_F / tau; got {given!r}.")
-        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps,
-                         _quarter_octave(float(given))), None
+        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, float(given)), None
     ratio = _ratio_bound(xp, B, tau)
     if ratio is None or eps is not None or prep.m == 0 or clip_method(
             xp, B, prep.dtype, method, tol, ratio, floor) != "polar":
         return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, ratio), None
     wide = bb.wide_dtype(xp, prep.dtype)
-    scaled = _scale(xp, prep.x, _tau_array(xp, tau, prep.x), start=bb.dtype_eps(xp, wide))
-    b = scaled.bound / scaled.t  # per matrix: b >= s_max, in units of tau
-    b = xp.max(xp.where(scaled.untouched, xp.ones_like(b), b))
-    tight = float(b.detach() if array_api_compat.is_torch_array(b) else b)  # a host read
-    if not math.isfinite(tight):  # beyond the dtype's range: the Frobenius design
-        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, ratio), None
-    return plan_clip(xp, B, prep.dtype, "polar", steps, floor, tol, eps, ratio,
-                     tight=_quarter_octave(tight)), scaled
-
-
-def _quarter_octave(ratio: float) -> float:
-    """``ratio`` rounded up to a power of ``2^(1/4)`` (at least 1): designs are
-    cached by their lower ends, so a ratio that drifts from call to call (a
-    training run) reuses a few of them instead of designing anew each time."""
-    return 2.0 ** (math.ceil(4.0 * math.log2(max(ratio, 1.0))) / 4.0)
+    scaled = _scale(xp, prep.x, _tau_array(xp, tau, prep.x), eps=bb.dtype_eps(xp, wide))
+    # per matrix b / tau >= s_max / tau, in log2 (no overflow for a tiny tau); an
+    # untouched matrix (zero, non-finite, or tau >= ||B||_F) counts as 1
+    ones = xp.ones_like(scaled.t)
+    log_b = xp.log2(xp.where(scaled.untouched, ones, scaled.bound)) - xp.log2(scaled.t)
+    log_b = xp.max(log_b)
+    log_b = float(log_b.detach() if array_api_compat.is_torch_array(log_b) else log_b)
+    tight = 2.0 ** min(log_b, 1000.0) if math.isfinite(log_b) else ratio
+    # the start is handed to P whatever its design, so nothing runs twice
+    return plan_clip(xp, B, prep.dtype, "polar", steps, floor, tol, eps, ratio, tight=tight), \
+        scaled
 
 
 def _ratio_bound(xp, B, tau):
@@ -145,7 +139,7 @@ def _ratio_bound(xp, B, tau):
     else:
         t = xp.reshape(xp.astype(tau, log_fro.dtype), tuple(tau.shape) + (1, 1))
         log_ratio = float(xp.max(log_fro - xp.log2(t)))
-    return _quarter_octave(2.0 ** min(log_ratio, 1000.0)) if math.isfinite(log_ratio) else None
+    return 2.0 ** min(log_ratio, 1000.0) if math.isfinite(log_ratio) else None
 
 
 def _check_tau(xp, tau, B, check_values=False):
@@ -212,7 +206,8 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     floor : float
         Relative floor, in (0, 1), for the designs where no bound on
         ``s_max / tau`` is known (see ``ratio``): they assume
-        ``s_max / tau <= 1 / floor``. Singular values above both ``tau`` and
+        ``s_max / tau <= 1 / floor``. Where a bound is known (read or given),
+        the hard clip's designs follow it and ``floor`` has no effect. Singular values above both ``tau`` and
         ``floor * s_max`` are cut to within ``tol`` of ``tau``; those between
         ``tau`` and ``floor * s_max`` (only when ``tau < floor * s_max``) come
         out in :math:`[0, \tau]`.
@@ -338,11 +333,11 @@ class _Scaled(NamedTuple):
     bound: Any = None  # its scale, >= s_max(x)
 
 
-def _scale(xp, x, t, start=None):
+def _scale(xp, x, t, eps=None):
     """``x`` in the wide dtype over ``c``, the exact power of two that brings max|x|
     into [1, 2), and ``tau`` over ``c`` alike: ``clip(B, tau) = c clip(B / c, tau / c)``,
-    with no overflow or underflow at any scale. With ``start`` (the dtype's
-    ``eps``), also the tight start of ``x / c`` and its scale."""
+    with no overflow or underflow at any scale. With ``eps`` (the wide dtype's),
+    also the tight start of ``x / c`` and its scale."""
     wide = bb.wide_dtype(xp, x.dtype)
     x, c = bb.power_of_two_scale(xp, x if wide == x.dtype else xp.astype(x, wide))
     cap = xp.where(c < 1, c, xp.ones_like(c)) * bb.dtype_max(xp, t.dtype)
@@ -351,9 +346,9 @@ def _scale(xp, x, t, start=None):
     # identity below would carry an absolute error of eps * tau)
     untouched = t >= xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=True))
     t = xp.where(untouched, xp.ones_like(t), t)  # keeps a huge tau out of the arithmetic
-    if start is None:
+    if eps is None:
         return _Scaled(x, t, c, untouched)
-    *first, bound = tight_start(xp, x, start, bound=True)
+    *first, bound = tight_start(xp, x, eps, bound=True)
     return _Scaled(x, t, c, untouched, tuple(first), bound)
 
 

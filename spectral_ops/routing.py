@@ -25,7 +25,7 @@ from .plans import ClipPlan, PolarPlan, PowerPlan
 
 __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
-           "plan_power", "clip_method", "count_polar", "newton_steps", "design_lower", "qdwh_schedule",
+           "plan_power", "clip_method", "quarter_octave", "count_polar", "newton_steps", "design_lower", "qdwh_schedule",
            "resolve_power_eps"]
 
 POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd")
@@ -469,15 +469,16 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     if method == "polar":
         # P runs in the wide dtype, to that dtype's default accuracy at least
         ptol = min(tol, POLAR_TOL[wide_name])
+        # the designs follow the bound rounded up (see quarter_octave)
+        design = quarter_octave(ratio if tight is None else min(float(tight), ratio))
         if tight is not None:  # P matters only above tau / 2: below, the identity cancels it
-            tight = min(max(float(tight), 1.0), ratio)
-            polar = _wide_polar_plan(xp, dtype, m, n, steps, 0.5 / tight, ptol,
-                                     lower=0.5 / tight)
+            polar = _wide_polar_plan(xp, dtype, m, n, steps, 0.5 / design, ptol,
+                                     lower=0.5 / design)
         else:  # the same, with the start's allowance; eps keeps the floor (see clip)
-            pfloor = 0.5 / ratio if eps is None else min(floor, 0.5 / ratio)
+            pfloor = 0.5 / design if eps is None else min(floor, 0.5 / design)
             polar = _wide_polar_plan(xp, dtype, m, n, steps, pfloor, ptol)
         sign_lower, sign_tol = SIGN_DESIGN[wide_name]
-        sign_lower = min(sign_lower, SIGN_GAP / (ratio if tight is None else tight))
+        sign_lower = min(sign_lower, SIGN_GAP / design)
         # with eps the stacked [H - tau I, eps tau I] has no singular value below
         # eps tau, so the same design resolves it wherever eps tau >= lower s_max
         sign = _quintic_plan("polar_express", m, sign_cols, steps, sign_tol, sign_lower, weps,
@@ -491,6 +492,15 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
                     polar.flops + sign.flops + f_end,
                     polar.method if method == "polar" else None, polar=polar, sign=sign, eps=eps,
                     polish_dtype=polish, sign_dtype=sign64)
+
+
+def quarter_octave(ratio: float) -> float:
+    """``ratio`` (at least 1) rounded up to a power of ``2^(1/4)``: the designs are
+    cached by their lower ends, so a ratio that drifts from call to call (a
+    training run) reuses a few of them instead of designing anew each time.
+    A ratio within a relative 2e-6 above a power (such as a bound with a margin
+    for rounding) takes that power: far inside the designs' own margins."""
+    return 2.0 ** (math.ceil(4.0 * math.log2(max(float(ratio), 1.0)) - 1e-5) / 4.0)
 
 
 def clip_method(xp, B, dtype, method, tol, ratio, floor) -> str:

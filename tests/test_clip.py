@@ -287,11 +287,69 @@ def test_given_ratio_designs_on_accelerators(monkeypatch):
     assert (given.polar_steps, given.sign_steps) < (unread.polar_steps, unread.sign_steps)
 
 
+def _rank_one(shape, ratio, dtype=np.float32):
+    """A rank-one B with ||B||_F = s_max = 1 and the tau that gives s_max / tau = ratio."""
+    b = np.zeros(shape, dtype)
+    b[0, 0] = 1.0
+    return b, 1.0 / ratio
+
+
+@pytest.mark.parametrize("ratio,polish,sign64", [(80, None, None), (86, "float64", None),
+                                                 (800, "float64", None),
+                                                 (860, "float64", "float64")])
+def test_float64_parts_follow_the_unrounded_frobenius_ratio(ratio, polish, sign64):
+    # the thresholds eps32 ||B||_F / tau > 1e-5 (polish) and > 1e-4 (sign) were measured
+    # on ||B||_F / tau itself: the designs' rounding to a quarter octave must not move them
+    b, tau = _rank_one((64, 256), ratio)
+    p = clip_plan(b, tau, method="polar")
+    assert (p.polish_dtype, p.sign_dtype) == (polish, sign64)
+
+
+def test_auto_route_follows_the_unrounded_frobenius_ratio():
+    b, tau = _rank_one((256, 1024), 9800.0)  # below MAX_MATRIX_RATIO 1e4, above 2^13.25
+    assert clip_plan(b, tau).method == "polar"
+    b, tau = _rank_one((256, 1024), 1.01e4)
+    assert clip_plan(b, tau).method == "svd"
+
+
+def test_a_bound_with_a_rounding_margin_keeps_its_design():
+    # the optimizers pass sqrt(k) / t (1 + 1e-6), exactly a power of 2^(1/4) for t = 0.5
+    b = np.zeros((128, 512), np.float32)
+    exact = clip_plan(b, 1.0, method="polar", ratio=2 * np.sqrt(128))
+    assert clip_plan(b, 1.0, method="polar", ratio=2 * np.sqrt(128) * (1 + 1e-6)) == exact
+    above = clip_plan(b, 1.0, method="polar", ratio=2 * np.sqrt(128) * 1.01)
+    assert above.matmuls >= exact.matmuls and above.sign.lower < exact.sign.lower
+
+
+def test_tiny_tau_runs_the_start_once():
+    # b / tau beyond float32's range: the plan falls back to ||B||_F / tau, and the
+    # tight start computed for the read is still handed to P
+    b = make_matrix("gaussian", (64, 256), seed=5).astype(np.float32)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # tau / c underflows
+        plan = clip_plan(b, 2e-38, method="polar", steps=8)
+        ran = count_products(lambda X: clip(X, 2e-38, method="polar", steps=8), b)
+    assert plan.matmuls == ran
+
+
+@pytest.mark.parametrize("dtype,err", [(np.float32, 2e-4), (np.float64, 1e-9)])
+def test_values_a_gap_from_tau_are_resolved_far_below_s_max(dtype, err):
+    # the sign resolves every |s - tau| >= SIGN_GAP tau (1e-3), also where s_max = 200 tau
+    gaps = np.array([1.5e-3, 2e-3, 3e-3, 5e-3, 1e-2])
+    s = np.sort(np.concatenate([200.0 * np.geomspace(1, 1e-2, 12), 1 + gaps, 1 - gaps,
+                                np.geomspace(0.5, 1e-4, 14)]))[::-1]
+    b = from_spectrum(s, (36, 96), seed=9).astype(dtype)
+    u, s64, vh = np.linalg.svd(b.astype(np.float64), full_matrices=False)
+    y = clip(b, 1.0, method="polar").astype(np.float64)
+    per_value = np.abs(np.einsum("ij,ik,kj->j", u, y, vh.T) - np.minimum(s64, 1.0))
+    assert per_value.max() <= err, per_value.max()
+
+
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-4), (np.float64, 1e-10)])
 @pytest.mark.parametrize("shape", [(64, 160), (160, 64)], ids=str)
 def test_every_singular_value_from_tiny_to_far_above(dtype, tol, shape):
     # singular values from 1e-6 tau up to 50 tau, with some just above tau / 2
-    # (where P's design ends) and none within 1e-2 tau of tau (the sign's band)
+    # (the end of P's design, with margin: any end up to tau passes) and none
+    # within 1e-2 tau of tau (the sign's band)
     s = np.sort(np.concatenate([np.geomspace(1e-6, 0.4, 16), 0.5 * (1 + np.geomspace(1e-4, 1e-1, 16)),
                                 np.linspace(0.6, 0.99, 12), np.linspace(1.01, 2.0, 12),
                                 np.geomspace(2.5, 50.0, 8)]))[::-1]
