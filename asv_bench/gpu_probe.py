@@ -19,7 +19,12 @@ Sections (each CUDA-only part prints "no cuda" elsewhere):
   section "TF32 on": it toggled ``allow_tf32``, which changes nothing with the
   precision pinned to "highest", and timed an SVD for tau inside ``clip``);
 * ``jax``: jitted JAX ``polar`` and the optax ``muon`` update against the same
-  iteration in torch, with the plan, and whether the lowered update holds an SVD.
+  iteration in torch, with the plan, and whether the lowered update holds an SVD;
+* ``clip``: float32 ``clip`` ``"polar"`` with the default design (nothing read on
+  the device: ``s_max / tau <= 1 / floor`` assumed, which puts ``H`` and the sign
+  in float64) against the same call given ``ratio = ||B||_F / tau`` (float32
+  throughout, fewer steps), the SVD route and ``polar_express``, with plans and
+  the error against the float64 SVD clip.
 
 float32 means float32: TF32 is off. Outputs kept so far are in
 ``asv_bench/results/<machine>/probe-<commit>.txt``.
@@ -210,6 +215,32 @@ def jaxsec():
     print(f"torch Muon step 1024x4096: {1e3 * tmed(lambda: opt.step()):.3f} ms", flush=True)
 
 
+def clipsec():
+    section("float32 clip (TF32 off): default design vs a given ratio; ms median of 5")
+    if not CUDA:
+        print("no cuda"); return
+    for shape in [(4096, 4096), (1024, 4096), (768, 3072)]:
+        B = torch.randn(shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+        s = torch.linalg.svdvals(B.double())
+        tau = float(s.median())  # once, outside the timing
+        ratio = float(torch.linalg.matrix_norm(B.double())) / tau
+        u, _, vh = torch.linalg.svd(B.double(), full_matrices=False)
+        exact = (u * s.clamp(max=tau)) @ vh
+        res = []
+        for label, kw in (("default", {}), ("ratio", {"ratio": ratio})):
+            plan = spectral_ops.clip_plan(B, tau, method="polar", **kw)
+            y = clip(B, tau, method="polar", **kw)
+            err = float(torch.linalg.matrix_norm(y.double() - exact) / torch.linalg.matrix_norm(exact))
+            t = tmed(lambda: clip(B, tau, method="polar", **kw), n=5)
+            res.append(f"{label} {1e3 * t:.2f} ms ({plan.matmuls} products, {plan.polar_steps}+"
+                       f"{plan.sign_steps} steps, sign {plan.sign_dtype or 'float32'}, "
+                       f"rel err {err:.2e})")
+        t_svd = tmed(lambda: clip(B, tau, method="svd"), n=3)
+        t_pe = tmed(lambda: polar(B, method="polar_express"), n=5)
+        print("x".join(map(str, shape)) + f" (||B||_F/tau {ratio:.1f}): " + "; ".join(res)
+              + f"; svd {1e3 * t_svd:.1f} ms; polar_express {1e3 * t_pe:.2f} ms", flush=True)
+
+
 def quick():
     section("bf16 polar: medians of 20 calls (ms)")
     if not CUDA:
@@ -226,7 +257,8 @@ def quick():
 
 
 for name in SECTIONS:
-    fn = {"quick": quick, "acc": acc, "prof": prof, "cross": cross, "svd": svd, "jax": jaxsec}[name]
+    fn = {"quick": quick, "acc": acc, "prof": prof, "cross": cross, "svd": svd, "jax": jaxsec,
+          "clip": clipsec}[name]
     try:
         fn()
     except Exception:
