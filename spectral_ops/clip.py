@@ -79,13 +79,17 @@ def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
     """
     xp = bb.validate_array(B, "B")
     _check_tau(xp, tau, B)
-    prep = bb.prepare(B, compute_dtype=compute_dtype)
-    return _plan(prep, B, tau, method, steps, floor, tol, eps, ratio)[0]
+    dtype = bb.resolve_dtype(xp, compute_dtype, B.dtype)
+    # the input as clip prepares it, only where the plan reads it
+    return _plan(xp, B, dtype, lambda: bb.prepare(B, compute_dtype=compute_dtype).x, tau,
+                 method, steps, floor, tol, eps, ratio)[0]
 
 
-def _plan(prep, B, tau, method, steps, floor, tol, eps, given=None):
-    """``(plan, scaled)``: the plan of ``clip``, and the scaled input it was designed
-    for (see :func:`_scale`) where that was computed, else None.
+def _plan(xp, B, dtype, prepared, tau, method, steps, floor, tol, eps, given=None):
+    """``(plan, scaled)``: the plan of ``clip`` in the compute ``dtype``, and the
+    scaled input it was designed for (see :func:`_scale`) where that was
+    computed, else None. ``prepared()``: ``B`` as :func:`~spectral_ops._backbone.prepare`
+    returns it (compute dtype, wide).
 
     Where ``B`` can be read on the host (see :func:`_ratio_bound`) and the hard
     clip takes ``"polar"``, the designs follow the polar factor's tight start
@@ -94,20 +98,19 @@ def _plan(prep, B, tau, method, steps, floor, tol, eps, given=None):
     needs anyway (they are handed to it, so nothing runs twice). ``given``: the
     caller's bound (``ratio``), which replaces both reads.
     """
-    xp = prep.xp
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, numbers.Real) or not (
                 math.isfinite(given) and given > 0):
             raise ValueError(
                 f"ratio must be None (read from B where that is free) or a positive finite "
                 f"bound on s_max / tau over the batch, such as ||B||_F / tau; got {given!r}.")
-        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, float(given)), None
+        return plan_clip(xp, B, dtype, method, steps, floor, tol, eps, float(given)), None
     ratio = _ratio_bound(xp, B, tau)
-    if ratio is None or eps is not None or prep.m == 0 or clip_method(
-            xp, B, prep.dtype, method, tol, ratio, floor) != "polar":
-        return plan_clip(xp, B, prep.dtype, method, steps, floor, tol, eps, ratio), None
-    wide = bb.wide_dtype(xp, prep.dtype)
-    scaled = _scale(xp, prep.x, _tau_array(xp, tau, prep.x), eps=bb.dtype_eps(xp, wide))
+    if ratio is None or eps is not None or min(B.shape[-2:]) == 0 or clip_method(
+            xp, B, dtype, method, tol, ratio, floor) != "polar":
+        return plan_clip(xp, B, dtype, method, steps, floor, tol, eps, ratio), None
+    x = prepared()
+    scaled = _scale(xp, x, _tau_array(xp, tau, x), eps=bb.dtype_eps(xp, bb.wide_dtype(xp, dtype)))
     # per matrix b / tau >= s_max / tau, in log2 (no overflow for a tiny tau); an
     # untouched matrix (zero, non-finite, or tau >= ||B||_F) counts as 1
     ones = xp.ones_like(scaled.t)
@@ -116,8 +119,7 @@ def _plan(prep, B, tau, method, steps, floor, tol, eps, given=None):
     log_b = float(log_b.detach() if array_api_compat.is_torch_array(log_b) else log_b)
     tight = 2.0 ** min(log_b, 1000.0) if math.isfinite(log_b) else ratio
     # the start is handed to P whatever its design, so nothing runs twice
-    return plan_clip(xp, B, prep.dtype, "polar", steps, floor, tol, eps, ratio, tight=tight), \
-        scaled
+    return plan_clip(xp, B, dtype, "polar", steps, floor, tol, eps, ratio, tight=tight), scaled
 
 
 def _ratio_bound(xp, B, tau):
@@ -280,7 +282,8 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     prep = bb.prepare(B, compute_dtype=compute_dtype, check_finite=check_finite)
     xp = prep.xp
     _check_tau(xp, tau, B, check_values=check_finite)
-    plan, scaled = _plan(prep, B, tau, method, steps, floor, tol, eps, ratio)
+    plan, scaled = _plan(xp, B, prep.dtype, lambda: prep.x, tau, method, steps, floor, tol, eps,
+                         ratio)
     if prep.m == 0:
         return bb.finish(xp.zeros_like(prep.x), prep)
     t = _tau_array(xp, tau, prep.x)
