@@ -208,11 +208,11 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
     floor : float
         Relative floor, in (0, 1), for the designs where no bound on
         ``s_max / tau`` is known (see ``ratio``): they assume
-        ``s_max / tau <= 1 / floor``. Where a bound is known (read or given),
-        the hard clip's designs follow it and ``floor`` has no effect. Singular values above both ``tau`` and
+        ``s_max / tau <= 1 / floor``. Singular values above both ``tau`` and
         ``floor * s_max`` are cut to within ``tol`` of ``tau``; those between
         ``tau`` and ``floor * s_max`` (only when ``tau < floor * s_max``) come
-        out in :math:`[0, \tau]`.
+        out in :math:`[0, \tau]`. Where a bound is known (read or given), the
+        hard clip's designs follow it and ``floor`` has no effect.
     tol : float, optional
         Target relative error per singular value in exact arithmetic. Default
         by compute dtype: 1e-10 (float64), 1e-4 (float32), 1e-2 (float16),

@@ -25,8 +25,8 @@ from .plans import ClipPlan, PolarPlan, PowerPlan
 
 __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
-           "plan_power", "clip_method", "quarter_octave", "count_polar", "newton_steps", "design_lower", "qdwh_schedule",
-           "resolve_power_eps"]
+           "plan_power", "clip_method", "quarter_octave", "count_polar", "newton_steps",
+           "design_lower", "qdwh_schedule", "resolve_power_eps"]
 
 POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd")
 CLIP_METHODS = ("auto", "polar", "newton", "svd")

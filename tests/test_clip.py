@@ -350,7 +350,8 @@ def test_every_singular_value_from_tiny_to_far_above(dtype, tol, shape):
     # singular values from 1e-6 tau up to 50 tau, with some just above tau / 2
     # (the end of P's design, with margin: any end up to tau passes) and none
     # within 1e-2 tau of tau (the sign's band)
-    s = np.sort(np.concatenate([np.geomspace(1e-6, 0.4, 16), 0.5 * (1 + np.geomspace(1e-4, 1e-1, 16)),
+    s = np.sort(np.concatenate([np.geomspace(1e-6, 0.4, 16),
+                                0.5 * (1 + np.geomspace(1e-4, 1e-1, 16)),
                                 np.linspace(0.6, 0.99, 12), np.linspace(1.01, 2.0, 12),
                                 np.geomspace(2.5, 50.0, 8)]))[::-1]
     b = from_spectrum(s, shape, seed=7).astype(dtype)
