@@ -430,6 +430,7 @@ def _power_numbers(S):
     for p in ("1/4", "1/8", "1/16", "3/10"):
         S[f"power_products_{p.replace('/', '_')}"] = plan(p).matmuls
     S["power_max_denominator"] = routing.MAX_NEWTON_DENOMINATOR
+    S["power_eigh_min_floor"] = _sci(routing.EIGH_MIN_FLOOR)
     for r in (2, 3, 4, 8, 16):
         S[f"matpow_{r}"] = matpow_count(r)
     quarter, one = plan("-1/4"), plan("-1")

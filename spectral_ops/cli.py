@@ -172,7 +172,7 @@ def _power_values(s: np.ndarray, p: Fraction, eps) -> np.ndarray:
 
 
 def _steps(plan) -> str:
-    if plan.method in ("svd", "identity"):
+    if plan.method in ("svd", "eigh", "identity"):
         return "-"
     if hasattr(plan, "sign_steps"):
         return f"{plan.polar_steps}+{plan.sign_steps}"

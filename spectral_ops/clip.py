@@ -44,6 +44,13 @@ Methods (for ``m x n``, ``m <= n``):
     condition number and any distance of the spectrum from :math:`\tau`.
 ``"svd"``
     Exact reference through the thin SVD (16-bit inputs in float32).
+``"eigh"``
+    The eigendecomposition :math:`BB^T = W\,\mathrm{diag}(s^2)\,W^T` of the
+    Gram matrix formed in float64 (LAPACK's symmetric eigensolver), then
+    :math:`W\,\mathrm{diag}(\min(1, \tau/s))\,W^T B` in float64, rounded
+    once: float32 and 16-bit inputs, hard clip, ``s_max / tau`` up to
+    ``EIGH_MAX_RATIO`` (see :func:`~spectral_ops.kernels.gram_eigh_map`). Not for
+    float64 inputs.
 ``"auto"``
     See :func:`clip_plan`.
 """
@@ -57,7 +64,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from . import _backbone as bb
-from .kernels import mT, polar_factor, svd_map, tight_start
+from .kernels import gram_eigh_map, mT, polar_factor, svd_map, tight_start
 from .plans import ClipPlan
 from .routing import CLIP_METHODS, clip_method, plan_clip
 
@@ -74,7 +81,10 @@ def clip_plan(B, tau=1.0, /, *, method: str = "auto", steps: int | None = None,
     ``"qdwh"``: ``"svd"`` on CPUs where the SVD measured faster (see
     docs/polar.md, "auto") or where ``tol`` is below what matrix iterations
     reach (``tol < 10 eps``), ``"newton"`` for such ``tol`` on accelerators,
-    else ``"polar"``. Where the designs follow a bound read from ``B`` (see
+    else ``"polar"``; except that on CPUs the hard clip of a float32 or 16-bit
+    input takes ``"eigh"`` wherever the library computes in float64 and the
+    ratio bound is at most ``EIGH_MAX_RATIO`` (faster than the SVD and than
+    ``"polar"`` there, measured; docs/clip.md). Where the designs follow a bound read from ``B`` (see
     :func:`clip`, ``ratio``), this computes the two products it is read from.
     """
     xp = bb.validate_array(B, "B")
@@ -200,7 +210,7 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
         batch shape ``B.shape[:-2]`` (one radius per matrix). Entries of an
         array on an accelerator are checked for positivity only with
         ``check_finite=True`` (that check synchronises with the device).
-    method : {"auto", "polar", "newton", "svd"}
+    method : {"auto", "polar", "newton", "svd", "eigh"}
         See the module docstring and :func:`clip_plan`.
     steps : int, optional
         Iterations of each inner iteration (polar factor and sign). Default: the
@@ -295,9 +305,29 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
         # f(c s) = c min(s, tau / c): the SVD runs on the prescaled input
         y = svd_map(xp, x, lambda xp_, s, c: c * _smooth_min(xp_, s, t[..., 0] / c, plan.eps))
         y = xp.astype(y, prep.x.dtype)
+    elif plan.method == "eigh":
+        y = _eigh_clip(xp, prep.x, t)
     else:
         y = _identity_clip(xp, prep.x, t, plan, scaled)
     return bb.finish(y, prep)
+
+
+def _eigh_clip(xp, x, t):
+    """``W min(1, tau / s) W^T B`` from the float64 Gram matrix ``W diag(s^2) W^T``.
+
+    Every factor is at most 1, so nothing is amplified; the threshold itself
+    carries a relative error of about ``m eps64 (s_max / tau)^2 / 2`` (see
+    ``EIGH_MAX_RATIO``). ``clip(B, tau) = c clip(B / c, tau / c)`` with ``c``
+    the exact power of two that keeps ``B B^T`` in range.
+    """
+    xs, c = bb.power_of_two_scale(xp, xp.astype(x, xp.float64))
+    ts = (xp.astype(t, xp.float64) / c)[..., 0]
+
+    def values(xp_, lam):
+        s = xp_.sqrt(lam)
+        return xp_.where(s > ts, ts / xp_.where(s > 0, s, xp_.ones_like(s)), xp_.ones_like(s))
+
+    return xp.astype(c * gram_eigh_map(xp, xs, values), x.dtype)
 
 
 def _tau_array(xp, tau, x):

@@ -26,11 +26,12 @@ from .plans import ClipPlan, PolarPlan, PowerPlan
 __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
            "plan_power", "clip_method", "quarter_octave", "count_polar", "newton_steps",
-           "design_lower", "qdwh_schedule", "resolve_power_eps"]
+           "design_lower", "qdwh_schedule", "resolve_power_eps", "EIGH_MIN_FLOOR",
+           "EIGH_MAX_RATIO", "eigh_available"]
 
 POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd")
-CLIP_METHODS = ("auto", "polar", "newton", "svd")
-POWER_METHODS = ("auto", "newton", "svd")
+CLIP_METHODS = ("auto", "polar", "newton", "svd", "eigh")
+POWER_METHODS = ("auto", "newton", "svd", "eigh")
 
 #: polar: default worst-case ``|sigma_out - 1|`` above the floor, per compute dtype.
 #: Tighter than round-off would be wasted steps.
@@ -91,6 +92,17 @@ MAX_NEWTON_DENOMINATOR = 16
 MINIMAX_ROOT_MAX_DENOMINATOR = {"float32": MAX_NEWTON_DENOMINATOR, "float64": 4}
 #: power: default ridge for ``p < 0``, relative to ``||B||_F``.
 NEGATIVE_POWER_EPS = 1e-3
+
+#: ``"eigh"`` (clip and power): the eigendecomposition of the float64 Gram matrix
+#: ``B B^T``, whose eigenvalues carry absolute errors of about ``m eps64 s_max^2``.
+#: power: singular values from this floor up (relative to ``s_max``) keep a relative
+#: error of ``m eps64 / floor^2`` or less (4.6e-7 at m = 4096): ``auto`` takes it for
+#: floors at least this, ``method="eigh"`` refuses smaller ones.
+EIGH_MIN_FLOOR = 1e-5
+#: clip: the largest ``s_max / tau`` for ``"eigh"``: the threshold then carries a
+#: relative error of about ``m eps64 ratio^2 / 2`` (2.3e-5 at m = 4096), inside the
+#: float32 matrix routes' own limit (``MAX_MATRIX_RATIO``).
+EIGH_MAX_RATIO = 1e4
 
 #: ``auto`` takes Gram Newton-Schulz where its products cost at most this
 #: fraction of Polar Express's flops (aspect ratio about 2.6 and up at 7 steps).
@@ -158,6 +170,12 @@ def count_polar(method: str, m: int, n: int, steps: int, nonic: int = 0) -> tupl
         # solves are not counted
         return steps, steps * mmn
     return svd_count(m, n)
+
+
+def eigh_count(m: int, n: int) -> tuple[int, float]:
+    """The ``"eigh"`` routes' three float64 products: ``B B^T``, ``W g W^T`` and its
+    product with ``B``; the eigendecomposition itself is not counted."""
+    return (3, 4.0 * m * m * n + 2.0 * m**3) if m else (0, 0.0)
 
 
 def svd_count(m: int, n: int) -> tuple[int, float]:
@@ -270,6 +288,42 @@ def cpu_clip_prefers_svd(xp, dtype, shape) -> bool:
     if cpu_prefers_svd(xp, dtype, shape):
         return True
     return not (numpy_backed(xp) and n >= 4 * m and m >= 128)
+
+
+def eigh_available(xp, B, dtype) -> bool:
+    """Whether ``"eigh"`` serves ``B`` computed in ``dtype``: a float32 or 16-bit
+    compute dtype (in float64 the Gram matrix would lose what the SVD keeps),
+    and float64 arithmetic in ``B``'s library where ``B`` lives (not JAX without
+    ``jax_enable_x64``, not Apple's MPS)."""
+    return bb.dtype_name(xp, dtype) != "float64" and bb.has_float64(xp, B)
+
+
+def cpu_takes_eigh(xp, B, dtype) -> bool:
+    """``auto``'s CPU route for clip and power of float32 and 16-bit inputs.
+
+    Measured on a 2-core x86-64 CPU (float32 inputs, docs/performance.md): the
+    float64 eigendecomposition of the m x m Gram matrix and its three products
+    cost 1.3x to 6.7x less than the float32 SVD (NumPy and torch, 128 x 128 to
+    2048 x 2048, 16 x 256 x 256, aspect 4 up to 1024 x 4096), and less than
+    clip's and power's matrix-product iterations at every shape measured (see
+    asv_bench/README.md), with errors of 1e-8 where those reach 1e-5. Not under
+    autodiff (``eigh``'s derivative is NaN at repeated eigenvalues, as the SVD's).
+    """
+    return (not bb.on_accelerator(B) and not bb.is_differentiated(B)
+            and eigh_available(xp, B, dtype))
+
+
+def _check_eigh(xp, B, dtype):
+    """``method="eigh"``'s requirements, as a clear error."""
+    if bb.dtype_name(xp, dtype) == "float64":
+        raise ValueError(
+            "method='eigh' forms the Gram matrix B B^T in float64, which squares the condition "
+            "number: it serves float32 and 16-bit inputs. Use method='svd' (or 'auto') for "
+            "float64.")
+    if not bb.has_float64(xp, B):
+        raise ValueError(
+            "method='eigh' needs float64 arithmetic where B lives (JAX: enable "
+            "jax_enable_x64; Apple MPS has none). Use method='svd' or 'auto'.")
 
 
 def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3, pe_flops=None,
@@ -446,6 +500,13 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
             f"as a fraction of tau; got {eps!r}.")
     steps = None if steps is None else int(steps)
     eps = None if eps is None else float(eps)
+    if method == "eigh":
+        _check_eigh(xp, B, dtype)
+        if eps is not None:
+            raise ValueError("method='eigh' computes the hard clip: leave eps as None, or use "
+                             "method='svd' or 'polar' for the smooth clip.")
+        if steps is not None:
+            raise ValueError("steps does not apply to method='eigh'; leave it as None.")
     m, n = sorted(B.shape[-2:])
     wide = bb.wide_dtype(xp, dtype)  # clip runs in float32 or better
     wide_name = bb.dtype_name(xp, wide)
@@ -453,7 +514,7 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     tol = CLIP_TOL[bb.dtype_name(xp, dtype)] if tol is None else float(tol)
     floor = float(floor)
     ratio = 1.0 / floor if ratio is None or not math.isfinite(ratio) else max(float(ratio), 1.0)
-    method = clip_method(xp, B, dtype, method, tol, ratio, floor)
+    method = clip_method(xp, B, dtype, method, tol, ratio, floor, eps)
     # float32 round-off near tau is eps s_max, i.e. eps * ratio relative to tau
     # (float32, ratio 5.4e3: output norm 1.0023 tau): the parts that carry it run
     # in float64 where the ratio calls for it, the SVD route entirely
@@ -486,6 +547,8 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
     elif method == "newton":
         polar = _qdwh_plan(m, n, steps, floor, weps)
         sign = _qdwh_plan(m, sign_cols, steps, floor, weps)
+    elif method == "eigh":
+        return ClipPlan("eigh", 0, 0, *eigh_count(m, n))
     else:
         return ClipPlan("svd", 0, 0, *svd_count(m, n), eps=eps, polish_dtype=polish)
     return ClipPlan(method, polar.steps, sign.steps, polar.matmuls + sign.matmuls + k_end,
@@ -503,7 +566,7 @@ def quarter_octave(ratio: float) -> float:
     return 2.0 ** (math.ceil(4.0 * math.log2(max(float(ratio), 1.0)) - 1e-5) / 4.0)
 
 
-def clip_method(xp, B, dtype, method, tol, ratio, floor) -> str:
+def clip_method(xp, B, dtype, method, tol, ratio, floor, eps=None) -> str:
     """The method ``clip`` runs: ``method``, with ``"auto"`` resolved (see
     :func:`plan_clip`), without designing anything."""
     if method != "auto":
@@ -516,6 +579,8 @@ def clip_method(xp, B, dtype, method, tol, ratio, floor) -> str:
         return "svd"
     if ratio > MAX_MATRIX_RATIO[bb.dtype_name(xp, wide)] or tol < 10 * bb.dtype_eps(xp, wide):
         return "newton" if accelerator or bb.is_differentiated(B) else "svd"
+    if eps is None and ratio <= EIGH_MAX_RATIO and cpu_takes_eigh(xp, B, dtype):
+        return "eigh"
     if not accelerator and cpu_clip_prefers_svd(xp, dtype, B.shape) \
             and not bb.is_differentiated(B):
         return "svd"
@@ -543,12 +608,26 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
     m, n = sorted(B.shape[-2:])
     if q == 1 and eps is None:
         return PowerPlan("identity", q, "identity", 0, 0, 0, 0, 0.0, floor=floor)
-    if q == 0 and eps is None:
+    if q == 0 and eps is None and method != "eigh":
         # the partial polar factor, with polar's own routing and floor
         polar_method = {"auto": "auto", "svd": "svd"}.get(method, "polar_express")
         polar = plan_polar(xp, B, dtype, polar_method, None, 1e-3 if floor is None else floor)
         return PowerPlan("polar", q, "polar", polar.steps, 0, 0, polar.matmuls, polar.flops,
                          polar.method, polar=polar, floor=polar.floor)
+    floor_default = POWER_FLOOR[bb.dtype_name(xp, dtype)] if floor is None else float(floor)
+    if method == "eigh":
+        _check_eigh(xp, B, dtype)
+        if floor_default < EIGH_MIN_FLOOR:
+            raise ValueError(
+                f"method='eigh' resolves singular values from {EIGH_MIN_FLOOR:g} s_max up (the "
+                f"float64 Gram matrix squares the condition number); got floor={floor!r}. Use "
+                f"method='svd' for smaller floors.")
+    if method == "auto" and m and floor_default >= EIGH_MIN_FLOOR \
+            and cpu_takes_eigh(xp, B, dtype):
+        method = "eigh"
+    if method == "eigh":
+        return PowerPlan("eigh", q, "eigh", 0, 0, 0, *eigh_count(m, n), eps=eps,
+                         floor=floor_default)
     if method == "auto":
         # like clip, power costs about 2-3 polar iterations: the same crossovers
         if m == 0 or q.denominator > MAX_NEWTON_DENOMINATOR or (

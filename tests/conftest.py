@@ -173,3 +173,14 @@ def count_products(fn, B):
     CountingArray.products = 0
     fn(B.view(CountingArray))
     return CountingArray.products
+
+
+def eigh_refuses(method, dtype, call) -> bool:
+    """``"eigh"`` serves float32 and 16-bit inputs: with a float64 input ``call()``
+    must raise, naming the fix. True where that was the case checked (the caller's
+    test then has nothing more to check)."""
+    if method != "eigh" or dtype != "float64":
+        return False
+    with pytest.raises(ValueError, match=r"method='eigh'.*float64.*method='svd'"):
+        call()
+    return True

@@ -48,6 +48,8 @@ def _check_rows(rows, powers):
             # the ratio of the SVD row is its own time over itself: 1 by construction
             assert r["vs_svd"] == pytest.approx(1.0, abs=5e-3), r
             assert r["runs"] == "svd" and r["steps"] == "-", r
+        if r["runs"] == "eigh":  # no iteration
+            assert r["steps"] == "-" and r["products"] == 3, r
         if r["map"] == "polar" and r["method"] != "jordan":
             # float32 default tol 1e-4 above the floor (jordan does not converge)
             assert abs(r["band"][0] - 1) < 1e-3 and abs(r["band"][1] - 1) < 1e-3, r
@@ -80,7 +82,10 @@ def test_quick_rows_report_what_the_plans_run(quick_json):
     pe = polar_plan(np.zeros((128, 512), np.float32), method="polar_express")
     assert by_key[("polar", "gaussian", None, "polar_express")]["products"] == pe.matmuls
     assert by_key[("polar", "gaussian", None, "auto")]["runs"] in ("gram", "polar_express")
-    assert by_key[("clip", "gaussian", 0.5, "auto")]["runs"].startswith("polar")
+    # clip and power: the float64 Gram eigendecomposition on CPUs (float32 inputs)
+    assert by_key[("clip", "gaussian", 0.5, "auto")]["runs"] == "eigh"
+    assert by_key[("power", "gaussian", "1/2", "auto")]["runs"] == "eigh"
+    assert by_key[("clip", "gaussian", 0.5, "polar")]["runs"].startswith("polar")
     assert by_key[("power", "gaussian", "-1/4", "newton")]["runs"].startswith("gram-ridge")
 
 

@@ -11,10 +11,10 @@ from spectral_ops import CLIP_METHODS, clip, clip_plan, polar_plan
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import from_spectrum, make_matrix
 
-from conftest import backend_only, backend_params, count_products
+from conftest import backend_only, backend_params, count_products, eigh_refuses
 
 SHAPES = [(96, 40), (40, 96), (64, 64), (3, 32, 48)]
-MATRIX_METHODS = ("polar", "newton", "svd", "auto")
+MATRIX_METHODS = ("polar", "newton", "svd", "eigh", "auto")
 # relative Frobenius error vs the exact clip (issue acceptance: 1e-4 fp32, 1e-10 fp64)
 REL_TOL = {"float64": 1e-10, "float32": 1e-4}
 
@@ -63,6 +63,8 @@ def _rel(y, e):
 def test_error_vs_svd_and_norm_bound(backend, dtype, method, shape, kind):
     b, tau = _case(kind, shape)
     B = backend(b, dtype)
+    if eigh_refuses(method, dtype, lambda: clip(B, tau, method=method)):
+        return
     y = to_numpy(clip(B, tau, method=method))
     exact = _exact(to_numpy(B), tau)  # the reference sees the rounded input
     assert np.isfinite(y).all()
@@ -76,7 +78,7 @@ def test_error_vs_svd_and_norm_bound(backend, dtype, method, shape, kind):
 # s_max = 1e3 tau that is 1e-5 to 3e-5 of ||clip(B)||_F, so no float32 method meets a
 # relative 1e-4 with margin there: torch's and JAX's float32 SVD land at 3.4 to 10
 # eps32 ||B||_F. The bound below is measured on these shapes (docs/clip.md).
-FAR_BOUND = {"polar": 40, "newton": 12, "svd": 12, "auto": 40}
+FAR_BOUND = {"polar": 40, "newton": 12, "svd": 12, "eigh": 12, "auto": 40}
 
 
 @pytest.mark.parametrize("backend,dtype", backend_params(("float32",)))
@@ -151,6 +153,8 @@ def test_smooth_clip_matches_its_formula_and_bound(method, eps):
 @pytest.mark.parametrize("method", CLIP_METHODS)
 def test_namespace_device_dtype_preserved(backend, dtype, method):
     B = backend(make_matrix("gaussian", (2, 8, 12), seed=0), dtype)
+    if eigh_refuses(method, dtype, lambda: clip(B, 1.5, method=method)):
+        return
     Y = clip(B, 1.5, method=method)
     assert type(Y) is type(B)
     assert array_api_compat.array_namespace(Y) == array_api_compat.array_namespace(B)
@@ -161,12 +165,15 @@ def test_namespace_device_dtype_preserved(backend, dtype, method):
 @pytest.mark.parametrize("backend,dtype", backend_params(("float32", "float64")))
 @pytest.mark.parametrize("method", CLIP_METHODS)
 def test_zero_matrix_gives_zeros(backend, dtype, method):
-    y = to_numpy(clip(backend(np.zeros((2, 6, 9)), dtype), 1.0, method=method))
+    Z = backend(np.zeros((2, 6, 9)), dtype)
+    if eigh_refuses(method, dtype, lambda: clip(Z, 1.0, method=method)):
+        return
+    y = to_numpy(clip(Z, 1.0, method=method))
     assert np.all(y == 0)
 
 
 @pytest.mark.parametrize("scale", [2.0**-100, 2.0**100], ids=["1e-30", "1e30"])
-@pytest.mark.parametrize("method", ("polar", "newton", "svd"))
+@pytest.mark.parametrize("method", ("polar", "newton", "svd", "eigh"))
 def test_extreme_scales_float32(scale, method):
     b, tau = _case("gaussian", (40, 70), seed=6)
     B = (b * scale).astype(np.float32)
@@ -177,12 +184,14 @@ def test_extreme_scales_float32(scale, method):
 
 
 def test_input_never_mutated_read_only():
-    B = make_matrix("gaussian", (3, 20, 30), seed=8)
-    B.flags.writeable = False
-    before = B.copy()
-    for method in CLIP_METHODS:
-        clip(B, 2.0, method=method)
-    np.testing.assert_array_equal(B, before)
+    for dtype in (np.float64, np.float32):
+        B = make_matrix("gaussian", (3, 20, 30), seed=8).astype(dtype)
+        B.flags.writeable = False
+        before = B.copy()
+        for method in CLIP_METHODS:
+            if method != "eigh" or dtype == np.float32:  # eigh: float32 and 16-bit inputs
+                clip(B, 2.0, method=method)
+        np.testing.assert_array_equal(B, before)
 
 
 def test_jit_compatible_jax():
@@ -206,7 +215,8 @@ def test_plan_counts():
     assert sq.matmuls == 3 * sq.polar_steps + 3 * sq.sign_steps + 4
     assert clip_plan(B, 1.0, method="svd").matmuls == 1  # the reconstruction (U f(s)) V^T
     assert clip_plan(B.astype(np.float64), 1.0).method == "svd"  # measured on CPUs
-    assert clip_plan(B, 1.0).method == "polar"  # NumPy float32, aspect 4: measured faster
+    # float32 on a CPU: the float64 Gram eigendecomposition, measured faster than both
+    assert clip_plan(B, 1.0).method == "eigh" and clip_plan(B, 1.0).matmuls == 3
 
 
 def _frobenius_design(b, tau):
@@ -307,7 +317,8 @@ def test_float64_parts_follow_the_unrounded_frobenius_ratio(ratio, polish, sign6
 
 def test_auto_route_follows_the_unrounded_frobenius_ratio():
     b, tau = _rank_one((256, 1024), 9800.0)  # below MAX_MATRIX_RATIO 1e4, above 2^13.25
-    assert clip_plan(b, tau).method == "polar"
+    assert clip_plan(b, tau).method == "eigh"  # EIGH_MAX_RATIO = MAX_MATRIX_RATIO
+    assert clip_plan(b, tau, ratio=9800.0 * 1.001).method == "eigh"
     b, tau = _rank_one((256, 1024), 1.01e4)
     assert clip_plan(b, tau).method == "svd"
 
@@ -409,10 +420,13 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
        c=st.floats(1e-10, 1e10), method=st.sampled_from(MATRIX_METHODS))
 def test_positive_homogeneity_and_transpose(m, n, seed, c, method):
     b = make_matrix("ill", (m, n), cond=1e2, seed=seed)
+    if method == "eigh":  # float32 and 16-bit inputs: homogeneity to float32 round-off
+        b = b.astype(np.float32)
     tau = float(np.median(np.linalg.svd(b, compute_uv=False)))
     y = clip(b, tau, method=method)
-    np.testing.assert_allclose(clip(c * b, c * tau, method=method) / c, y, atol=1e-8)
-    np.testing.assert_allclose(clip(b.T, tau, method=method), y.T, atol=1e-8)
+    atol = 1e-8 if b.dtype == np.float64 else 1e-5 * np.abs(y).max()
+    np.testing.assert_allclose(clip(c * b, c * tau, method=method) / c, y, atol=atol)
+    np.testing.assert_allclose(clip(b.T, tau, method=method), y.T, atol=atol)
 
 
 def test_device_tau_is_read_back_only_with_check_finite(monkeypatch):
@@ -424,3 +438,65 @@ def test_device_tau_is_read_back_only_with_check_finite(monkeypatch):
     clip(B, tau, method="svd")  # not inspected
     with pytest.raises(ValueError, match=r"tau must be positive and finite in every entry"):
         clip(B, tau, method="svd", check_finite=True)
+
+
+# --- the float64 Gram eigendecomposition ("eigh") ---------------------------------------
+
+def test_eigh_refuses_what_it_does_not_serve(monkeypatch):
+    b = make_matrix("gaussian", (20, 30), seed=3).astype(np.float32)
+    for kw, match in (({"eps": 0.1}, r"hard clip.*eps"), ({"steps": 3}, r"steps does not apply")):
+        with pytest.raises(ValueError, match=match):
+            clip(b, 1.0, method="eigh", **kw)
+    import spectral_ops._backbone as bb
+
+    monkeypatch.setattr(bb, "has_float64", lambda xp, x: False)  # JAX without x64, MPS
+    with pytest.raises(ValueError, match=r"needs float64.*jax_enable_x64"):
+        clip(b, 1.0, method="eigh")
+    assert clip_plan(b, 1.0).method != "eigh"  # auto goes elsewhere
+
+
+def test_auto_takes_eigh_only_where_it_was_measured(monkeypatch):
+    b = make_matrix("gaussian", (64, 256), seed=4).astype(np.float32)
+    assert clip_plan(b, 1.0).method == "eigh"
+    assert clip_plan(b, 1.0, eps=0.1).method != "eigh"  # the smooth clip keeps its routes
+    assert clip_plan(b.astype(np.float64), 1.0).method == "svd"
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    t = torch.from_numpy(b)
+    assert clip_plan(t, 1.0).method == "eigh"
+    assert clip_plan(t.requires_grad_(), 1.0).method == "polar"  # autodiff: no eigh
+    import spectral_ops._backbone as bb
+
+    monkeypatch.setattr(bb, "on_accelerator", lambda x: True)
+    assert clip_plan(b, 1.0).method == "polar"  # accelerators keep the iteration
+
+
+@pytest.mark.parametrize("shape", [(96, 40), (40, 96), (3, 32, 48)], ids=str)
+def test_eigh_float32_is_near_the_rounding_of_its_input(shape):
+    # every factor min(1, tau / s) is at most 1: the float64 arithmetic leaves little
+    # more than the rounding of the output to float32 (2^-24 relative)
+    for kind in ("gaussian", "cluster", "far_above", "gradient_far"):
+        b, tau = _case(kind, shape)
+        B = b.astype(np.float32)
+        y = clip(B, tau, method="eigh")
+        exact = _exact(B.astype(np.float64), tau)
+        assert _rel(y, exact) <= 8 * 2.0**-24, (kind, _rel(y, exact))
+        assert np.linalg.svd(y.astype(np.float64), compute_uv=False).max() <= tau * (1 + 1e-6)
+
+
+def test_eigh_bfloat16_runs_in_float64_and_rounds_once():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    b, tau = _case("gaussian", (64, 128))
+    B = torch.from_numpy(b).to(torch.bfloat16)
+    y = clip(B, tau, method="eigh")
+    assert y.dtype == torch.bfloat16
+    exact = _exact(to_numpy(B), tau)
+    # one rounding to bfloat16 (2^-9 relative per entry)
+    assert _rel(to_numpy(y), exact) <= 2.0**-8, _rel(to_numpy(y), exact)
+
+
+@pytest.mark.parametrize("shape", [(24, 96), (96, 24), (2, 20, 20)], ids=str)
+def test_eigh_plan_count_is_what_runs(shape):
+    B = make_matrix("gaussian", shape, seed=1).astype(np.float32)
+    tau = 0.5 * np.linalg.norm(B.reshape(-1, B.shape[-1]), 2)
+    ran = count_products(lambda X: clip(X, tau, method="eigh"), B)
+    assert clip_plan(B, tau, method="eigh").matmuls == ran == 3

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed")
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import assume, given, strategies as st  # noqa: E402
 
 from spectral_ops import clip, polar, power  # noqa: E402
 from spectral_ops.accuracy import to_numpy  # noqa: E402
@@ -77,9 +77,10 @@ def test_polar_band(case, method):
         assert np.linalg.svd(y, compute_uv=False).max() <= 1 + tol
 
 
-@given(inputs(), st.floats(-3, 0.3), st.sampled_from(["auto", "polar", "newton", "svd"]))
+@given(inputs(), st.floats(-3, 0.3), st.sampled_from(["auto", "polar", "newton", "svd", "eigh"]))
 def test_clip_stays_in_the_ball_and_is_exact(case, log_q, method):
     backend, dtype, b, s = case
+    assume(method != "eigh" or dtype != "float64")  # eigh: float32 and 16-bit inputs
     tau = float(10.0 ** log_q * s[0])
     Y, B = _run(lambda X: clip(X, tau, method=method), backend, dtype, b)
     c = s[0]  # the reference arithmetic in units of s_max (no overflow at 1e300)
@@ -94,9 +95,10 @@ def test_clip_stays_in_the_ball_and_is_exact(case, log_q, method):
 
 @given(inputs(max_cond=1e2), st.sampled_from([Fraction(1, 4), Fraction(1, 3), Fraction(1, 2),
                                               Fraction(2, 3), Fraction(3, 4)]),
-       st.sampled_from(["auto", "newton", "svd"]))
+       st.sampled_from(["auto", "newton", "svd", "eigh"]))
 def test_power_is_s_to_the_p(case, p, method):
     backend, dtype, b, s = case
+    assume(method != "eigh" or dtype != "float64")  # eigh: float32 and 16-bit inputs
     Y, B = _run(lambda X: power(X, p, method=method), backend, dtype, b)
     c = s[0]  # in units of s_max: power(B / c) = power(B) / c^p
     for y, bb in zip(Y.reshape((-1,) + b.shape[-2:]) / c ** float(p),

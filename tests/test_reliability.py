@@ -214,7 +214,8 @@ def test_clip_of_a_huge_input_by_auto_stays_in_the_ball():
 
 def test_tiny_exponents_route_exactly_or_are_refused():
     B = make_matrix("ill", (40, 160), cond=1e3, seed=8).astype(np.float32)
-    assert power_plan(B, Fraction(1, 1000)).method == "svd"
+    assert power_plan(B, Fraction(1, 1000)).method == "eigh"  # float32 on a CPU
+    assert power_plan(B.astype(np.float64), Fraction(1, 1000)).method == "svd"
     with pytest.raises(ValueError, match=r"b <= 16.*method='svd'"):
         power(B, Fraction(1, 1000), method="newton")
 

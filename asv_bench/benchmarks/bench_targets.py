@@ -8,7 +8,10 @@ ratios power / polar and clip / polar come from one run at each shape:
 * ``clip``: ``spectral_ops.clip(B, tau)`` (``auto``) with ``tau`` the median
   singular value of each matrix;
 * ``polar_iter``, ``power_iter_1/2``, ``clip_iter``: the matrix-product routes
-  (``"polar_express"``, ``"newton"``, ``"polar"``), what an accelerator runs.
+  (``"polar_express"``, ``"newton"``, ``"polar"``), what an accelerator runs;
+* ``clip_svd``, ``power_svd_1/2``: the SVD routes, against which ``auto``'s CPU
+  route for clip and power (``"eigh"``, the float64 Gram eigendecomposition)
+  is measured.
 
 Shapes: 256 x 1024, 1024 x 4096, 512 x 512, 2048 x 2048 and a stack of
 16 x 256 x 256, Gaussian inputs.
@@ -27,7 +30,7 @@ from . import _common as c
 SHAPES = ["256x1024", "1024x4096", "512x512", "2048x2048", "16x256x256"]
 POWERS = ["1/4", "1/3", "1/2", "2/3", "3/4"]
 IMPLS = (["polar"] + [f"power_{p}" for p in POWERS] + ["clip", "polar_iter", "power_iter_1/2",
-                                                        "clip_iter"])
+                                                        "clip_iter", "clip_svd", "power_svd_1/2"])
 
 _TAU: dict = {}
 
@@ -50,8 +53,10 @@ def _fn(impl, B, tau):
         return lambda: spectral_ops.clip(B, tau)
     if impl == "clip_iter":
         return lambda: spectral_ops.clip(B, tau, method="polar")
+    if impl == "clip_svd":
+        return lambda: spectral_ops.clip(B, tau, method="svd")
     p = Fraction(impl.rsplit("_", 1)[1])
-    method = "newton" if impl.startswith("power_iter") else "auto"
+    method = {"power_iter": "newton", "power_svd": "svd"}.get(impl.rsplit("_", 1)[0], "auto")
     return lambda: spectral_ops.power(B, p, method=method)
 
 
