@@ -26,6 +26,8 @@ from . import _common as c
 CPU_SHAPES = ["256x1024", "512x512", "1024x4096"]
 GPU_SHAPES = ["4096x4096", "4096x16384"]
 IMPLS = ["gemm_floor", "clip_auto", "clip_polar", "clip_newton", "svd_clip", "polar"]
+#: on CPUs also the float64 Gram eigendecomposition (auto's CPU route for float32)
+CPU_IMPLS = IMPLS + ["clip_eigh"]
 
 
 def _tau(shape):
@@ -66,7 +68,7 @@ def _fn(xp_name, impl, B, tau, sync=lambda: None):
 class TimeClipCPU:
     """Seconds per call, float32, NumPy and torch on the CPU."""
 
-    params = (["numpy", "torch"], CPU_SHAPES, IMPLS)
+    params = (["numpy", "torch"], CPU_SHAPES, CPU_IMPLS)
     param_names = ["backend", "shape", "impl"]
     number = 1
     rounds = 1
@@ -117,7 +119,7 @@ class TimeClipCUDA:
 class TrackClipError:
     """Relative Frobenius error vs float64 SVD (256 x 1024 float32, NumPy), per method."""
 
-    params = (["polar", "newton", "svd"], ["gaussian", "far_above", "gradient"])
+    params = (["polar", "newton", "svd", "eigh"], ["gaussian", "far_above", "gradient"])
     param_names = ["method", "input"]
     unit = "relative error"
     timeout = 300.0

@@ -22,6 +22,8 @@ GPU_SHAPES = ["4096x4096", "4096x16384"]
 PS = ["1/2", "1/4", "-1/4"]
 CPU_PS = ["1/2", "-1/4"]  # the CPU run is long; 1/4 costs like 1/2 (one more squaring)
 IMPLS = ["gemm_floor", "power_auto", "power_newton", "svd_power", "polar"]
+#: on CPUs also the float64 Gram eigendecomposition (auto's CPU route for float32)
+CPU_IMPLS = IMPLS + ["power_eigh"]
 
 
 
@@ -58,7 +60,7 @@ def _fn(impl, B, p, sync=lambda: None):
 class TimePowerCPU:
     """Seconds per call, float32, NumPy and torch on the CPU."""
 
-    params = (["numpy", "torch"], CPU_SHAPES, CPU_PS, IMPLS)
+    params = (["numpy", "torch"], CPU_SHAPES, CPU_PS, CPU_IMPLS)
     param_names = ["backend", "shape", "p", "impl"]
     number = 1
     rounds = 1
@@ -107,7 +109,7 @@ class TimePowerCUDA:
 class TrackPowerError:
     """Relative Frobenius error vs float64 SVD, 256 x 1024 float32 NumPy, s_min/s_max = 1e-2."""
 
-    params = (["newton", "svd"], PS)
+    params = (["newton", "svd", "eigh"], PS)
     param_names = ["method", "p"]
     unit = "relative error"
     timeout = 300.0
