@@ -316,7 +316,7 @@ def _eigh_clip(xp, x, t):
     """``W min(1, tau / s) W^T B`` from the float64 Gram matrix ``W diag(s^2) W^T``.
 
     Every factor is at most 1, so nothing is amplified; the threshold itself
-    carries a relative error of about ``m eps64 (s_max / tau)^2 / 2`` (see
+    moves by a relative ``eigh_ridge(n) (s_max / tau)^2 / 2`` at most (see
     ``EIGH_MAX_RATIO``). ``clip(B, tau) = c clip(B / c, tau / c)`` with ``c``
     the exact power of two that keeps ``B B^T`` in range.
     """

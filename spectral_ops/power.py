@@ -54,7 +54,7 @@ from fractions import Fraction
 
 from . import _backbone as bb
 from . import _fastpaths as fp
-from .kernels import gram_eigh_map, inverse_root, matpow, mT, polar_factor, svd_map, tight_start
+from .kernels import eigh_ridge, gram_eigh_map, inverse_root, matpow, mT, polar_factor, svd_map, tight_start
 from .plans import PowerPlan
 from .routing import POWER_METHODS, is_real, plan_power
 
@@ -193,12 +193,14 @@ def _eigh_power(xp, x, plan):
     r"""``W g W^T B`` with ``g = s^(p-1)`` (or the ridge form) of the float64 Gram
     matrix's eigenvalues :math:`s^2`.
 
-    Without ``eps`` a ridge at the eigensolver's round-off,
-    :math:`\delta^2 = 8 m \epsilon_{64} \lambda_{max}`, keeps :math:`s^{p-1}`
-    finite on the (numerically) zero singular values: :math:`s^2 + \delta^2`
-    is at least the true :math:`s^2`, so each comes out at or below
-    :math:`s^p`, and from ``floor * s_max`` up it moves by a relative
-    :math:`4 (1 - p) m \epsilon_{64} / \text{floor}^2` at most.
+    Without ``eps`` a ridge at the bound on the eigensolver's round-off,
+    :math:`\delta^2 = 4 \sqrt{n}\,\epsilon_{64} \lambda_{max}`
+    (:func:`~spectral_ops.kernels.eigh_ridge`), keeps :math:`s^{p-1}` finite on
+    the (numerically) zero singular values: the computed eigenvalue plus
+    :math:`\delta^2` is at least the true :math:`s^2`, so each comes out at or
+    below :math:`s^p`, and from ``floor * s_max`` up the ridge moves it by a
+    relative :math:`(1 - p)\,\delta^2 / (2\,\text{floor}^2 \lambda_{max})` at
+    most (:math:`2.8 \times 10^{-8}` at ``n = 4096`` and floor 1e-3).
     """
     pf = float(plan.p)
     x64 = xp.astype(x, xp.float64)
@@ -206,7 +208,7 @@ def _eigh_power(xp, x, plan):
 
     def values(xp_, lam):
         if plan.eps is None:
-            ridge = (8.0 * lam.shape[-1] * bb.dtype_eps(xp_, lam.dtype)) * lam[..., -1:] + tiny
+            ridge = eigh_ridge(x.shape[-1]) * lam[..., -1:] + tiny
         else:
             fro2 = xp_.sum(lam, axis=-1, keepdims=True)
             ridge = plan.eps ** 2 * xp_.where(fro2 > 0, fro2, xp_.ones_like(fro2))

@@ -94,14 +94,16 @@ MINIMAX_ROOT_MAX_DENOMINATOR = {"float32": MAX_NEWTON_DENOMINATOR, "float64": 4}
 NEGATIVE_POWER_EPS = 1e-3
 
 #: ``"eigh"`` (clip and power): the eigendecomposition of the float64 Gram matrix
-#: ``B B^T``, whose eigenvalues carry absolute errors of about ``m eps64 s_max^2``.
-#: power: singular values from this floor up (relative to ``s_max``) keep a relative
-#: error of ``m eps64 / floor^2`` or less (4.6e-7 at m = 4096): ``auto`` takes it for
-#: floors at least this, ``method="eigh"`` refuses smaller ones.
-EIGH_MIN_FLOOR = 1e-5
-#: clip: the largest ``s_max / tau`` for ``"eigh"``: the threshold then carries a
-#: relative error of about ``m eps64 ratio^2 / 2`` (2.3e-5 at m = 4096), inside the
-#: float32 matrix routes' own limit (``MAX_MATRIX_RATIO``).
+#: ``B B^T``, whose eigenvalues carry absolute errors of a few tens of
+#: ``eps64 s_max^2`` (at most :func:`~spectral_ops.kernels.eigh_ridge`,
+#: ``4 sqrt(n) eps64``, relative to ``s_max^2``). power: from this floor up (relative
+#: to ``s_max``) that error and power's ridge of the same size move a singular value
+#: by a relative 6e-6 at most (n = 4096): ``auto`` takes it for floors at least this,
+#: ``method="eigh"`` refuses smaller ones.
+EIGH_MIN_FLOOR = 1e-4
+#: clip: the largest ``s_max / tau`` for ``"eigh"``: the threshold then moves by a
+#: relative ``eigh_ridge(n) ratio^2 / 2`` at most (2.8e-6 at n = 4096), the float32
+#: matrix routes' own limit (``MAX_MATRIX_RATIO``).
 EIGH_MAX_RATIO = 1e4
 
 #: ``auto`` takes Gram Newton-Schulz where its products cost at most this
