@@ -18,6 +18,7 @@ kernel                            what it computes
 :func:`svd_map`                   :math:`U f(s) V^T` through the thin SVD
 :func:`gram_eigh_map`             :math:`W g(\lambda) W^T X` through the eigendecomposition
                                   of the float64 Gram matrix :math:`XX^T`
+:func:`gram_eigh_power`           :math:`U s^p V^T` (and the ridge map) through it
 :func:`inverse_root`              coupled iteration for :math:`M^{-1/r}`
 :func:`matpow`                    integer matrix powers by squaring
 ================================  ==================================================
@@ -36,7 +37,7 @@ from . import _backbone as bb
 from . import _fastpaths as fp
 
 __all__ = ["polar_factor", "polar_express", "quintic_step", "nonic_step", "jordan",
-           "gram_newton_schulz", "qdwh", "svd_map", "gram_eigh_map", "eigh_ridge",
+           "gram_newton_schulz", "qdwh", "svd_map", "gram_eigh_map", "gram_eigh_power", "eigh_ridge",
            "inverse_root", "inverse_root_count",
            "matpow", "lincomb", "tight_start", "mT"]
 
@@ -80,6 +81,8 @@ def polar_factor(xp, x, plan, start=None):
         return jordan(xp, x, plan.coefficients)
     if plan.method == "qdwh":
         return qdwh(xp, x, plan.qdwh_weights)
+    if plan.method == "eigh":  # p = 0 of the power map: W (s^2 + ridge)^(-1/2) W^T x
+        return xp.astype(gram_eigh_power(xp, x, 0.0), x.dtype)
     return svd_map(xp, x, functools.partial(_partial_polar_values, n=x.shape[-1]))
 
 
@@ -262,6 +265,36 @@ def gram_eigh_map(xp, x, values):
     lam = xp.where(lam > 0, lam, xp.zeros_like(lam))
     g = values(xp, lam)
     return ((w * g[..., None, :]) @ mT(xp, w)) @ x
+
+
+def gram_eigh_power(xp, x, p: float, eps: float | None = None):
+    r"""``U f(s) V^T`` of the wide-oriented ``x`` through :func:`gram_eigh_map`, in
+    float64: ``f(s) = s^p`` or, with ``eps``, the ridge map
+    :math:`s\,(s^2 + \epsilon^2\|x\|_F^2)^{(p-1)/2}`.
+
+    Without ``eps`` a ridge at the bound on the eigensolver's round-off,
+    :math:`\delta^2 =` ``eigh_ridge(n)`` :math:`\lambda_{max}`, keeps
+    :math:`s^{p-1}` finite on the (numerically) zero singular values: the
+    computed eigenvalue plus :math:`\delta^2` is at least the true :math:`s^2`,
+    so each comes out at or below :math:`s^p`, and from ``floor * s_max`` up
+    the ridge moves it by a relative
+    :math:`(1 - p)\,\delta^2 / (2\,\text{floor}^2 \lambda_{max})` at most
+    (:math:`2.8 \times 10^{-8}` at ``n = 4096`` and floor 1e-3). A zero matrix
+    gives zeros. ``p = 0`` is the polar factor.
+    """
+    x64 = xp.astype(x, xp.float64)
+    tiny = bb.dtype_tiny(xp, xp.float64)  # a zero matrix: finite g, zero output
+    ridge_scale = eigh_ridge(x.shape[-1])
+
+    def values(xp_, lam):
+        if eps is None:
+            ridge = ridge_scale * lam[..., -1:] + tiny
+        else:
+            fro2 = xp_.sum(lam, axis=-1, keepdims=True)
+            ridge = eps**2 * xp_.where(fro2 > 0, fro2, xp_.ones_like(fro2))
+        return (lam + ridge) ** ((p - 1.0) / 2.0)
+
+    return gram_eigh_map(xp, x64, values)
 
 
 def eigh_ridge(n: int) -> float:

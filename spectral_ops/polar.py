@@ -34,6 +34,13 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
     Exact reference through the thin SVD; singular values at or below
     ``max(m, n) * eps * s_max`` count as zero. 16-bit inputs are decomposed in
     float32 (as QDWH and Gram's recurrence run): no library has a 16-bit SVD.
+``"eigh"``
+    The Gram matrix :math:`BB^T = W\,\mathrm{diag}(s^2)\,W^T` formed in float64
+    and LAPACK's symmetric eigensolver, then
+    :math:`W\,\mathrm{diag}((s^2 + \delta^2)^{-1/2})\,W^T B` in float64, rounded
+    once (``power``'s ``"eigh"`` at ``p = 0``; :math:`\delta` a ridge at the
+    eigensolver's round-off, so numerically zero singular values come out near
+    zero). float32 and 16-bit inputs, ``floor`` from ``1e-4`` up.
 ``"auto"``
     The fastest method that meets the accuracy asked for: see :func:`polar_plan`.
 """
@@ -62,7 +69,9 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
       Express iteration: float64; NumPy float32 with short side below 64;
       torch and JAX single matrices (stacks of fewer than 16) except those of
       short side 1024 or more and aspect ratio 4 or more. Otherwise
-      ``"polar_express"``;
+      ``"polar_express"``. Where that rule says ``"svd"`` for a float32 or
+      16-bit input, ``"eigh"`` instead wherever the library computes in float64
+      and ``floor >= 1e-4`` (faster than the SVD; docs/polar.md);
     * on accelerators, ``"polar_express"``;
     * and ``"gram"`` in place of ``"polar_express"`` where its products cost
       at most ``routing.GRAM_FLOP_RATIO`` (0.8) of the flops (aspect ratio about 2.6
@@ -88,7 +97,7 @@ def polar(B, /, *, method: str = "auto", steps: int | None = None, floor: float 
     B : array, shape (..., m, n)
         Real floating array of any array-API library (NumPy, CuPy, PyTorch, JAX,
         ...). Leading dimensions are a batch. Never modified.
-    method : {"auto", "polar_express", "jordan", "gram", "qdwh", "svd"}
+    method : {"auto", "polar_express", "jordan", "gram", "qdwh", "svd", "eigh"}
         See the method list in the module docstring and :func:`polar_plan`.
     steps : int, optional
         Number of iterations. Default: the fewest that meet ``tol``

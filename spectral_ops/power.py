@@ -54,7 +54,7 @@ from fractions import Fraction
 
 from . import _backbone as bb
 from . import _fastpaths as fp
-from .kernels import eigh_ridge, gram_eigh_map, inverse_root, matpow, mT, polar_factor, svd_map, tight_start
+from .kernels import gram_eigh_power, inverse_root, matpow, mT, polar_factor, svd_map, tight_start
 from .plans import PowerPlan
 from .routing import POWER_METHODS, is_real, plan_power
 
@@ -167,7 +167,7 @@ def power(B, p, /, *, method: str = "auto", eps: float | None = None, floor: flo
     if plan.route == "svd":
         y = svd_map(xp, x, lambda xp_, s, c_: _power_values(xp_, s, c_, plan.p, plan.eps))
     elif plan.route == "eigh":
-        y = _eigh_power(xp, x, plan)
+        y = xp.astype(gram_eigh_power(xp, x, float(plan.p), plan.eps), x.dtype)
     elif plan.route == "polar-root":
         y = _polar_root(xp, x, plan)
     else:
@@ -187,34 +187,6 @@ def _power_values(xp, s, c, q, eps):
         fro = xp.where(fro > 0, fro, xp.ones_like(fro))  # a zero matrix stays zero
         f = s * (s * s + (eps * fro) ** 2) ** ((pf - 1.0) / 2.0)
     return f * c ** pf
-
-
-def _eigh_power(xp, x, plan):
-    r"""``W g W^T B`` with ``g = s^(p-1)`` (or the ridge form) of the float64 Gram
-    matrix's eigenvalues :math:`s^2`.
-
-    Without ``eps`` a ridge at the bound on the eigensolver's round-off,
-    :math:`\delta^2 = 4 \sqrt{n}\,\epsilon_{64} \lambda_{max}`
-    (:func:`~spectral_ops.kernels.eigh_ridge`), keeps :math:`s^{p-1}` finite on
-    the (numerically) zero singular values: the computed eigenvalue plus
-    :math:`\delta^2` is at least the true :math:`s^2`, so each comes out at or
-    below :math:`s^p`, and from ``floor * s_max`` up the ridge moves it by a
-    relative :math:`(1 - p)\,\delta^2 / (2\,\text{floor}^2 \lambda_{max})` at
-    most (:math:`2.8 \times 10^{-8}` at ``n = 4096`` and floor 1e-3).
-    """
-    pf = float(plan.p)
-    x64 = xp.astype(x, xp.float64)
-    tiny = bb.dtype_tiny(xp, xp.float64)  # a zero matrix: finite g, zero output
-
-    def values(xp_, lam):
-        if plan.eps is None:
-            ridge = eigh_ridge(x.shape[-1]) * lam[..., -1:] + tiny
-        else:
-            fro2 = xp_.sum(lam, axis=-1, keepdims=True)
-            ridge = plan.eps ** 2 * xp_.where(fro2 > 0, fro2, xp_.ones_like(fro2))
-        return (lam + ridge) ** ((pf - 1.0) / 2.0)
-
-    return xp.astype(gram_eigh_map(xp, x64, values), x.dtype)
 
 
 def _polar_root(xp, x, plan):

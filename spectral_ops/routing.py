@@ -29,7 +29,7 @@ __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "design_lower", "qdwh_schedule", "resolve_power_eps", "EIGH_MIN_FLOOR",
            "EIGH_MAX_RATIO", "eigh_available"]
 
-POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd")
+POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd", "eigh")
 CLIP_METHODS = ("auto", "polar", "newton", "svd", "eigh")
 POWER_METHODS = ("auto", "newton", "svd", "eigh")
 
@@ -143,8 +143,8 @@ def check_method_steps_tol(methods, method, steps, tol):
     if steps is not None and (isinstance(steps, bool) or not is_real(steps)
                               or not math.isfinite(steps) or int(steps) != steps or steps < 1):
         raise ValueError(f"steps must be a positive integer or None; got {steps!r}.")
-    if steps is not None and method == "svd":
-        raise ValueError("steps does not apply to method='svd'; leave it as None.")
+    if steps is not None and method in ("svd", "eigh"):
+        raise ValueError(f"steps does not apply to method={method!r}; leave it as None.")
     if tol is not None and not (is_real(tol) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1) or None; got {tol!r}.")
 
@@ -314,7 +314,7 @@ def cpu_takes_eigh(xp, B, dtype) -> bool:
             and eigh_available(xp, B, dtype))
 
 
-def _check_eigh(xp, B, dtype):
+def _check_eigh(xp, B, dtype, floor=None):
     """``method="eigh"``'s requirements, as a clear error."""
     if bb.dtype_name(xp, dtype) == "float64":
         raise ValueError(
@@ -325,6 +325,11 @@ def _check_eigh(xp, B, dtype):
         raise ValueError(
             "method='eigh' needs float64 arithmetic where B lives (JAX: enable "
             "jax_enable_x64; Apple MPS has none). Use method='svd' or 'auto'.")
+    if floor is not None and floor < EIGH_MIN_FLOOR:
+        raise ValueError(
+            f"method='eigh' resolves singular values from {EIGH_MIN_FLOOR:g} s_max up (the "
+            f"float64 Gram matrix squares the condition number); got floor={floor!r}. Use "
+            f"method='svd' for smaller floors.")
 
 
 def gram_pays(xp, dtype, m, n, steps, accelerator, floor=1e-3, pe_flops=None,
@@ -431,7 +436,9 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
             method = "qdwh" if accelerator or bb.is_differentiated(B) else "svd"
         elif not accelerator and cpu_prefers_svd(xp, dtype, B.shape) \
                 and not bb.is_differentiated(B):
-            method = "svd"
+            # float32 and 16-bit: the float64 Gram eigendecomposition, faster than the SVD
+            method = "eigh" if floor >= EIGH_MIN_FLOOR and eigh_available(xp, B, dtype) \
+                else "svd"
         else:
             method = "polar_express"  # or "gram", decided once the step count is known
     if method == "gram" and floor < _gram_min_floor(xp, dtype):
@@ -454,6 +461,9 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
     if method == "qdwh":
         # 16-bit QDWH runs in float32
         return _qdwh_plan(m, n, steps, floor, bb.dtype_eps(xp, bb.wide_dtype(xp, dtype)))
+    if method == "eigh":
+        _check_eigh(xp, B, dtype, floor)
+        return PolarPlan("eigh", 0, *eigh_count(m, n), None, None, floor=floor, eps=eps)
     return PolarPlan("svd", 0, *svd_count(m, n), None, None, floor=floor, eps=eps)
 
 
@@ -617,12 +627,7 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
                          polar.method, polar=polar, floor=polar.floor)
     floor_default = POWER_FLOOR[bb.dtype_name(xp, dtype)] if floor is None else float(floor)
     if method == "eigh":
-        _check_eigh(xp, B, dtype)
-        if floor_default < EIGH_MIN_FLOOR:
-            raise ValueError(
-                f"method='eigh' resolves singular values from {EIGH_MIN_FLOOR:g} s_max up (the "
-                f"float64 Gram matrix squares the condition number); got floor={floor!r}. Use "
-                f"method='svd' for smaller floors.")
+        _check_eigh(xp, B, dtype, floor_default)
     if method == "auto" and m and floor_default >= EIGH_MIN_FLOOR \
             and cpu_takes_eigh(xp, B, dtype):
         method = "eigh"

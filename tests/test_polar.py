@@ -11,12 +11,14 @@ from spectral_ops import POLAR_METHODS, polar, polar_plan, spectral_report
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import make_matrix
 
-from conftest import backend_only, backend_params, count_products
+from conftest import backend_only, backend_params, count_products, eigh_refuses
 
 # tall, wide, square, batched (a stack of 3)
 SHAPES = [(96, 40), (40, 96), (64, 64), (3, 32, 48)]
 KINDS = [("gaussian", {}), ("ill", {"cond": 1e4}), ("gradient", {}), ("rank_deficient", {})]
-CONVERGENT = ("polar_express", "gram", "qdwh", "svd", "auto")
+CONVERGENT = ("polar_express", "gram", "qdwh", "svd", "eigh", "auto")
+# the methods of float64 inputs ("eigh" serves float32 and 16-bit inputs and refuses float64)
+FLOAT64_METHODS = tuple(m for m in POLAR_METHODS if m != "eigh")
 
 # worst |sigma - 1| above the floor 1e-3 s_max (issue acceptance: 1e-3 in float32)
 BAND_TOL = {"float64": 1e-9, "float32": 1e-3, "bfloat16": 0.1}
@@ -28,6 +30,8 @@ BAND_TOL = {"float64": 1e-9, "float32": 1e-3, "bfloat16": 0.1}
 @pytest.mark.parametrize("kind,kw", KINDS, ids=[k for k, _ in KINDS])
 def test_band_and_error_vs_svd(backend, dtype, method, shape, kind, kw):
     B = backend(make_matrix(kind, shape, seed=1, **kw), dtype)
+    if eigh_refuses(method, dtype, lambda: polar(B, method=method)):
+        return
     Y = polar(B, method=method)
     tol = BAND_TOL[dtype]
     r = spectral_report(Y, B, floor=1e-3)
@@ -111,6 +115,8 @@ def test_qdwh_float64_accuracy(cond, shape):
 @pytest.mark.parametrize("method", POLAR_METHODS)
 def test_namespace_device_dtype_preserved(backend, dtype, method):
     B = backend(make_matrix("gaussian", (2, 8, 12), seed=0), dtype)
+    if eigh_refuses(method, dtype, lambda: polar(B, method=method)):
+        return
     Y = polar(B, method=method)
     assert type(Y) is type(B)
     assert array_api_compat.array_namespace(Y) == array_api_compat.array_namespace(B)
@@ -123,13 +129,15 @@ def test_namespace_device_dtype_preserved(backend, dtype, method):
 @pytest.mark.parametrize("method", POLAR_METHODS)
 def test_zero_matrix_gives_zeros(backend, dtype, method):
     B = backend(np.zeros((2, 6, 9)), dtype)
+    if eigh_refuses(method, dtype, lambda: polar(B, method=method)):
+        return
     Y = polar(B, method=method)
     y = to_numpy(Y)
     assert np.all(y == 0)
 
 
 @pytest.mark.parametrize("scale", [2.0**-100, 2.0**100], ids=["1e-30", "1e30"])
-@pytest.mark.parametrize("method", ["polar_express", "gram", "jordan", "qdwh", "svd"])
+@pytest.mark.parametrize("method", ["polar_express", "gram", "jordan", "qdwh", "svd", "eigh"])
 def test_extreme_scales_float32(scale, method):
     B = make_matrix("ill", (40, 70), cond=1e3, seed=6, scale=scale).astype(np.float32)
     assert np.isfinite(B).all() and np.abs(B).max() > 0
@@ -148,19 +156,20 @@ def test_compute_dtype_float64_returns_float32():
 
 
 def test_input_never_mutated_read_only():
-    B = make_matrix("gaussian", (3, 20, 30), seed=8)
-    B.flags.writeable = False
-    before = B.copy()
-    for method in POLAR_METHODS:
-        polar(B, method=method)
-    np.testing.assert_array_equal(B, before)
+    for dtype, methods in ((np.float64, FLOAT64_METHODS), (np.float32, POLAR_METHODS)):
+        B = make_matrix("gaussian", (3, 20, 30), seed=8).astype(dtype)
+        B.flags.writeable = False
+        before = B.copy()
+        for method in methods:
+            polar(B, method=method)
+        np.testing.assert_array_equal(B, before)
 
 
 @pytest.mark.parametrize("backend", backend_only("float64"))
 def test_input_never_mutated_any_backend(backend):
     a = make_matrix("gaussian", (12, 20), seed=9)
     B = backend(a)
-    for method in POLAR_METHODS:
+    for method in FLOAT64_METHODS:
         polar(B, method=method)
     np.testing.assert_array_equal(to_numpy(B), a)
 
@@ -223,20 +232,21 @@ def matrices(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(B=matrices(), c=st.floats(1e-20, 1e20), method=st.sampled_from(CONVERGENT))
+@given(B=matrices(), c=st.floats(1e-20, 1e20),
+       method=st.sampled_from([m for m in CONVERGENT if m in FLOAT64_METHODS]))
 def test_scale_invariance(B, c, method):
     np.testing.assert_allclose(polar(c * B, method=method), polar(B, method=method), atol=1e-9)
 
 
 @settings(max_examples=40, deadline=None)
-@given(B=matrices(), method=st.sampled_from(POLAR_METHODS))
+@given(B=matrices(), method=st.sampled_from(FLOAT64_METHODS))
 def test_transpose_equivariance(B, method):
     np.testing.assert_allclose(polar(B.T, method=method), polar(B, method=method).T, atol=1e-9)
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4),
-       method=st.sampled_from(POLAR_METHODS))
+       method=st.sampled_from(FLOAT64_METHODS))
 def test_batch_consistency(seed, k, method):
     B = make_matrix("ill", (k, 7, 11), cond=1e2, seed=seed)
     Y = polar(B, method=method)
@@ -268,7 +278,7 @@ def test_auto_wants_exactness_for_tight_tol_on_cpu():
     ((1024, 4096), "float32", "gram"),  # matrix route 1.8x-2x faster than the SVD here
     ((4096, 1024), "float32", "gram"),
     ((64, 64), "float32", "polar_express"),
-    ((32, 32), "float32", "svd"),  # per-call overhead dominates
+    ((32, 32), "float32", "eigh"),  # the SVD's rule (overhead dominates), float64 eigh
     ((1024, 4096), "float64", "svd"),  # float64: SVD measured as fast, and exact
 ])
 def test_auto_follows_measured_numpy_crossovers(shape, dtype, expected):
@@ -340,7 +350,10 @@ def test_auto_gram_rule_on_accelerators(monkeypatch):
 
 def test_auto_follows_measured_torch_crossovers():
     torch = pytest.importorskip("torch", reason="torch is not installed")
-    assert polar_plan(torch.zeros(1024, 1024)).method == "svd"  # MKL's SVD wins single matrices
+    # MKL's SVD wins single matrices against the iteration, and eigh is as fast or faster
+    assert polar_plan(torch.zeros(1024, 1024)).method == "eigh"
+    assert polar_plan(torch.zeros(1024, 1024, dtype=torch.float64)).method == "svd"
+    assert polar_plan(torch.zeros(1024, 1024), floor=1e-5).method == "svd"  # below eigh's floor
     assert polar_plan(torch.zeros(16, 128, 128)).method == "polar_express"  # stacks: SVD loops
     assert polar_plan(torch.zeros(1024, 4096)).method == "gram"  # matrix route 1.3x-1.5x faster
 
@@ -406,3 +419,47 @@ def test_auto_on_accelerators_keeps_16bit_on_the_matrix_route(monkeypatch):
     assert power_plan(B, 0.5).method == "newton"
     assert polar_plan(B, tol=1e-3).method == "qdwh"  # beyond what bf16 iterations reach
     assert polar_plan(torch.zeros(64, 64), tol=1e-7).method == "qdwh"
+
+
+# --- the float64 Gram eigendecomposition ("eigh") ---------------------------------------
+
+@pytest.mark.parametrize("shape", [(40, 96), (96, 40), (3, 32, 48)], ids=str)
+def test_eigh_float32_invariances(shape):
+    # power-of-two scales are exact in float32, so eigh's output moves by its
+    # float64 round-off only; transposes and batches likewise
+    B = make_matrix("ill", shape, cond=1e2, seed=11).astype(np.float32)
+    Y = polar(B, method="eigh")
+    for c in (2.0**-60, 2.0**60):
+        np.testing.assert_allclose(polar(B * np.float32(c), method="eigh"), Y, atol=1e-6)
+    np.testing.assert_allclose(polar(np.swapaxes(B, -1, -2), method="eigh"),
+                               np.swapaxes(Y, -1, -2), atol=1e-6)
+    if B.ndim == 3:
+        for i in range(B.shape[0]):
+            np.testing.assert_allclose(Y[i], polar(B[i], method="eigh"), atol=1e-6)
+
+
+def test_eigh_refuses_steps_small_floors_and_float64():
+    B = make_matrix("gaussian", (20, 30), seed=3).astype(np.float32)
+    with pytest.raises(ValueError, match=r"steps does not apply to method='eigh'"):
+        polar(B, method="eigh", steps=3)
+    with pytest.raises(ValueError, match=r"from 0.0001 s_max up.*floor=1e-05"):
+        polar(B, method="eigh", floor=1e-5)
+    with pytest.raises(ValueError, match=r"method='eigh'.*float64.*method='svd'"):
+        polar(B.astype(np.float64), method="eigh")
+
+
+def test_eigh_rank_deficient_stays_in_the_unit_ball():
+    # rank 20 of 40 before rounding to float32, which leaves 20 singular values near
+    # 1e-8 s_max: far below the floor, mapped into [0, 1] (the ridge keeps them from
+    # being amplified; "svd" is the rank-revealing route)
+    rng = np.random.default_rng(5)
+    B = (rng.standard_normal((40, 20)) @ rng.standard_normal((20, 64))).astype(np.float32)
+    s = np.linalg.svd(polar(B, method="eigh").astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(s[:20], 1, atol=1e-6)
+    assert s[20:].max() <= 1 + 1e-6, s[20:].max()
+
+
+def test_eigh_plan_count_is_what_runs():
+    B = make_matrix("gaussian", (24, 96), seed=2).astype(np.float32)
+    ran = count_products(lambda X: polar(X, method="eigh"), B)
+    assert polar_plan(B, method="eigh").matmuls == ran == 3

@@ -1,5 +1,5 @@
-"""polar() on torch CPU float32: the default (method="auto") and "polar_express"
-against U @ Vh from torch.linalg.svd.
+"""polar() on torch CPU float32: the default (method="auto"), "polar_express",
+"svd" and "eigh" against U @ Vh from torch.linalg.svd.
 
 All implementations of one shape are parameters of one benchmark, so one
 ``asv run`` measures them side by side and their ratios come from one run.
@@ -11,8 +11,10 @@ import spectral_ops
 
 from . import _common as c
 
-SHAPES = ["512x512", "256x1024", "1024x4096"]
-IMPLS = ["auto", "polar_express", "torch_svd"]
+SHAPES = ["512x512", "256x1024", "1024x4096", "1024x1024", "8x128x512"]
+# "svd" and "eigh": the library's SVD route and the float64 Gram eigendecomposition
+# that auto takes where the SVD beats the iteration (float32 on CPUs)
+IMPLS = ["auto", "polar_express", "torch_svd", "svd", "eigh"]
 
 
 def _fn(torch, impl, B):
