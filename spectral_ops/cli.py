@@ -22,6 +22,7 @@ import sys
 import time
 from fractions import Fraction
 
+import array_api_compat
 import numpy as np
 
 from . import __version__
@@ -29,7 +30,8 @@ from .accuracy import to_numpy
 from .clip import clip, clip_plan
 from .polar import polar, polar_plan
 from .power import power, power_plan
-from .routing import CLIP_METHODS, NEGATIVE_POWER_EPS, POLAR_METHODS, POWER_METHODS
+from .routing import (CLIP_METHODS, EIGH_MIN_FLOOR, NEGATIVE_POWER_EPS, POLAR_METHODS,
+                      POWER_METHODS, eigh_available)
 from .testing import make_matrix
 
 __all__ = ["main", "run_demo", "DEMO_PRESETS", "DEMO_MATRICES", "BACKENDS"]
@@ -206,8 +208,18 @@ def _header(file, columns):
     print("-" * len(line), file=file)
 
 
+def _served(methods, x, floor):
+    """``methods`` without ``"eigh"`` where it refuses ``x`` (float64 inputs, JAX
+    without ``jax_enable_x64``) or ``floor``."""
+    xp = array_api_compat.array_namespace(x)
+    if eigh_available(xp, x, x.dtype) and floor >= EIGH_MIN_FLOOR:
+        return methods
+    return tuple(m for m in methods if m != "eigh")
+
+
 def _polar_rows(name, x, ref, cfg, backend, file) -> list[dict]:
-    floor, methods = cfg["floor"], POLAR_DEMO_METHODS
+    floor = cfg["floor"]
+    methods = _served(POLAR_DEMO_METHODS, x, floor)
     plans = {m: polar_plan(x, method=m, floor=floor) for m in methods}  # derives coefficients
     calls = {m: (lambda m=m: polar(x, method=m, floor=floor)) for m in methods}
     best, out = _time_group(calls, cfg["repeat"], backend)
@@ -226,7 +238,8 @@ def _polar_rows(name, x, ref, cfg, backend, file) -> list[dict]:
 def _clip_rows(name, x, ref, cfg, backend, file) -> list[dict]:
     frac = CLIP_TAU[name]
     tau = float(frac * ref.s[0])
-    floor, methods = cfg["floor"], CLIP_DEMO_METHODS
+    floor = cfg["floor"]
+    methods = _served(CLIP_DEMO_METHODS, x, floor)
     plans = {m: clip_plan(x, tau, method=m, floor=floor) for m in methods}
     calls = {m: (lambda m=m: clip(x, tau, method=m, floor=floor)) for m in methods}
     best, out = _time_group(calls, cfg["repeat"], backend)
@@ -244,7 +257,8 @@ def _clip_rows(name, x, ref, cfg, backend, file) -> list[dict]:
 
 
 def _power_rows(name, x, ref, cfg, backend, file) -> list[dict]:
-    floor, methods = cfg["floor"], POWER_DEMO_METHODS
+    floor = cfg["floor"]
+    methods = _served(POWER_DEMO_METHODS, x, floor)
     rows = []
     for ptext in cfg["powers"]:
         p = Fraction(ptext)

@@ -164,10 +164,12 @@ def power(B, p, /, *, method: str = "auto", eps: float | None = None, floor: flo
     # power(c B, p) = c^p power(B, p), with c the exact power of two that brings
     # max|B| into [1, 2): no Gram product can overflow or underflow at any scale
     x, c = bb.power_of_two_scale(xp, x)
+    if plan.route == "eigh":  # c^p in float64 too: one rounding to the input's dtype
+        y = gram_eigh_power(xp, x, float(plan.p), plan.eps)
+        return bb.finish(xp.astype(y * xp.astype(c, xp.float64) ** float(plan.p), x.dtype),
+                         prep)
     if plan.route == "svd":
         y = svd_map(xp, x, lambda xp_, s, c_: _power_values(xp_, s, c_, plan.p, plan.eps))
-    elif plan.route == "eigh":
-        y = xp.astype(gram_eigh_power(xp, x, float(plan.p), plan.eps), x.dtype)
     elif plan.route == "polar-root":
         y = _polar_root(xp, x, plan)
     else:

@@ -518,14 +518,20 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
                              "method='svd' or 'polar' for the smooth clip.")
         if steps is not None:
             raise ValueError("steps does not apply to method='eigh'; leave it as None.")
+        if ratio is not None and math.isfinite(ratio) and ratio > EIGH_MAX_RATIO:
+            raise ValueError(
+                f"method='eigh' resolves tau against s_max up to s_max / tau = "
+                f"{EIGH_MAX_RATIO:g} (its float64 Gram matrix squares the ratio); the bound on "
+                f"s_max / tau here (||B||_F / tau, or the ratio given) is {ratio:.3g}. Use "
+                f"method='svd' (or 'auto').")
     m, n = sorted(B.shape[-2:])
     wide = bb.wide_dtype(xp, dtype)  # clip runs in float32 or better
     wide_name = bb.dtype_name(xp, wide)
     weps = bb.dtype_eps(xp, wide)
     tol = CLIP_TOL[bb.dtype_name(xp, dtype)] if tol is None else float(tol)
     floor = float(floor)
+    method = clip_method(xp, B, dtype, method, tol, ratio, floor, eps)  # ratio as known
     ratio = 1.0 / floor if ratio is None or not math.isfinite(ratio) else max(float(ratio), 1.0)
-    method = clip_method(xp, B, dtype, method, tol, ratio, floor, eps)
     # float32 round-off near tau is eps s_max, i.e. eps * ratio relative to tau
     # (float32, ratio 5.4e3: output norm 1.0023 tau): the parts that carry it run
     # in float64 where the ratio calls for it, the SVD route entirely
@@ -583,14 +589,16 @@ def clip_method(xp, B, dtype, method, tol, ratio, floor, eps=None) -> str:
     if method != "auto":
         return method
     tol = CLIP_TOL[bb.dtype_name(xp, dtype)] if tol is None else float(tol)
-    ratio = 1.0 / floor if ratio is None or not math.isfinite(ratio) else max(float(ratio), 1.0)
+    # "eigh" only where a bound was read or given: its error grows with ratio^2
+    known = ratio is not None and math.isfinite(ratio)
+    ratio = 1.0 / floor if not known else max(float(ratio), 1.0)
     wide = bb.wide_dtype(xp, dtype)
     accelerator = bb.on_accelerator(B)
     if min(B.shape[-2:]) == 0:
         return "svd"
     if ratio > MAX_MATRIX_RATIO[bb.dtype_name(xp, wide)] or tol < 10 * bb.dtype_eps(xp, wide):
         return "newton" if accelerator or bb.is_differentiated(B) else "svd"
-    if eps is None and ratio <= EIGH_MAX_RATIO and cpu_takes_eigh(xp, B, dtype):
+    if eps is None and known and ratio <= EIGH_MAX_RATIO and cpu_takes_eigh(xp, B, dtype):
         return "eigh"
     if not accelerator and cpu_clip_prefers_svd(xp, dtype, B.shape) \
             and not bb.is_differentiated(B):

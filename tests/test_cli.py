@@ -217,3 +217,16 @@ def test_core_imports_no_framework():
             "bad = [m for m in ('torch', 'jax', 'cupy', 'optax') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_demo_leaves_out_eigh_where_it_refuses_the_input(dtype):
+    import io
+
+    from spectral_ops.cli import run_demo
+
+    rows = run_demo(24, 48, dtype=dtype, repeat=1, powers=("1/2",), file=io.StringIO())
+    methods = {r["method"] for r in rows}
+    # float64 inputs: eigh refuses them (the SVD keeps what their Gram matrix loses)
+    assert ("eigh" in methods) == (dtype == "float32"), methods
+    assert {"auto", "svd", "polar_express", "polar", "newton"} <= methods

@@ -500,3 +500,21 @@ def test_eigh_plan_count_is_what_runs(shape):
     tau = 0.5 * np.linalg.norm(B.reshape(-1, B.shape[-1]), 2)
     ran = count_products(lambda X: clip(X, tau, method="eigh"), B)
     assert clip_plan(B, tau, method="eigh").matmuls == ran == 3
+
+
+def test_eigh_needs_a_known_ratio_within_its_range(monkeypatch):
+    b, tau = _rank_one((64, 256), 2e4)  # ||B||_F / tau = s_max / tau = 2e4
+    with pytest.raises(ValueError, match=r"method='eigh'.*s_max / tau = 10000.*method='svd'"):
+        clip(b, tau, method="eigh")
+    with pytest.raises(ValueError, match=r"method='eigh'.*s_max / tau"):
+        clip(np.zeros((64, 256), np.float32), 1.0, method="eigh", ratio=2e4)
+    assert clip_plan(b, tau).method == "svd"
+    # a ratio that was not read (JAX arrays, traced inputs): auto does not take eigh,
+    # whose error grows with the square of the unknown ratio
+    import importlib
+
+    clip_module = importlib.import_module("spectral_ops.clip")
+    monkeypatch.setattr(clip_module, "_ratio_bound", lambda xp, B, tau: None)
+    small = make_matrix("gaussian", (64, 256), seed=2).astype(np.float32)
+    assert clip_plan(small, 1.0).method != "eigh"
+    assert clip_plan(small, 1.0, ratio=50.0).method == "eigh"

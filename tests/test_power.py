@@ -363,3 +363,14 @@ def test_eigh_ridge_covers_the_eigensolver_error(shape):
     lam = np.linalg.eigvalsh(x @ x.T)[::-1]
     err = np.abs(lam - s**2).max() / s[0] ** 2
     assert err <= eigh_ridge(shape[1]) / 2, (err / 2.0**-52, eigh_ridge(shape[1]) / 2.0**-52)
+
+
+def test_eigh_rounds_once_to_the_input_dtype():
+    # the float64 result, scale c^p included, is rounded once: it equals the exact map
+    # rounded to float32 up to the float64 error (not a second float32 rounding)
+    B = from_spectrum(np.geomspace(1.0, 1e-2, 40), (40, 96), seed=6).astype(np.float32) * 37.0
+    for p in (Fraction(1, 3), Fraction(1, 2), Fraction(-1, 4)):
+        y = power(B, p, method="eigh")
+        eps = 1e-3 if p < 0 else None
+        exact = _exact(B.astype(np.float64), p, eps)[0]
+        assert np.mean(y != exact.astype(np.float32)) < 0.05, p
