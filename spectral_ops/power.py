@@ -41,8 +41,9 @@ Methods (``m x n`` with ``m <= n``):
     :func:`~spectral_ops.kernels.gram_eigh_map`); any ``p``. Not for float64
     inputs.
 ``"auto"``
-    On CPUs ``"eigh"`` for float32 and 16-bit inputs (faster than the SVD and
-    than the iteration there, measured; see docs/power.md), else ``"svd"``
+    On CPUs ``"eigh"`` for float32 and 16-bit inputs where the library computes
+    in float64 and ``floor >= 1e-4`` (faster than the SVD and than the
+    iteration there, measured; see docs/power.md), else ``"svd"``
     except for NumPy float32 inputs of aspect ratio 4 or more with short side at
     least 128; ``"newton"`` on accelerators and under autodiff.
 """
