@@ -516,8 +516,6 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
         if eps is not None:
             raise ValueError("method='eigh' computes the hard clip: leave eps as None, or use "
                              "method='svd' or 'polar' for the smooth clip.")
-        if steps is not None:
-            raise ValueError("steps does not apply to method='eigh'; leave it as None.")
         if ratio is not None and math.isfinite(ratio) and ratio > EIGH_MAX_RATIO:
             raise ValueError(
                 f"method='eigh' resolves tau against s_max up to s_max / tau = "
@@ -634,12 +632,11 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
         return PowerPlan("polar", q, "polar", polar.steps, 0, 0, polar.matmuls, polar.flops,
                          polar.method, polar=polar, floor=polar.floor)
     floor_default = POWER_FLOOR[bb.dtype_name(xp, dtype)] if floor is None else float(floor)
-    if method == "eigh":
-        _check_eigh(xp, B, dtype, floor_default)
     if method == "auto" and m and floor_default >= EIGH_MIN_FLOOR \
             and cpu_takes_eigh(xp, B, dtype):
         method = "eigh"
     if method == "eigh":
+        _check_eigh(xp, B, dtype, floor_default)
         return PowerPlan("eigh", q, "eigh", 0, 0, 0, *eigh_count(m, n), eps=eps,
                          floor=floor_default)
     if method == "auto":
@@ -660,7 +657,7 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
         return PowerPlan("svd", q, "svd", 0, 0, 0, *svd_count(m, n), eps=eps, floor=floor)
     wide = bb.wide_dtype(xp, dtype)  # power runs in float32 or better
     wide_name = bb.dtype_name(xp, wide)
-    floor = POWER_FLOOR[bb.dtype_name(xp, dtype)] if floor is None else float(floor)
+    floor = floor_default
     tol = POWER_TOL[wide_name]
     a, b = q.numerator, q.denominator
     mmn, mmm = 2.0 * m * m * n, 2.0 * m**3
