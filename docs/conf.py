@@ -278,6 +278,18 @@ def _polar_numbers(S):
         f"(${_tex10(min_floor['float64'])}$ in float64; its Gram matrix holds a singular "
         f"value $s$ as $s^2$ and loses those below about $\\sqrt{{\\varepsilon}}\\,s_{{max}}$), ")
 
+    # auto's CPU choice between "eigh" and the iteration (routing.eigh_pays)
+    S["eigh_gemms"] = f"{routing.EIGH_GEMMS:g}"
+    S["eigh_gemms_m"] = f"{routing.EIGH_GEMMS_M:g}"
+    S["eigh_overhead_side"] = routing.EIGH_OVERHEAD_SIDE
+    routes = []
+    for shape in ((32, 32), (16, 64, 64), (256, 256), (512, 512), (1024, 1024), (2048, 2048),
+                  (256, 512), (256, 1024), (1024, 4096), (16, 256, 1024)):
+        routes.append(f"{' x '.join(map(str, shape))} `{polar_plan(_zeros(shape)).method}`")
+    S["eigh_auto_routes"] = ", ".join(routes)
+    loose = polar_plan(_zeros((1024, 4096)), tol=0.3, floor=1e-2)
+    S["muon_band_route_1024x4096"] = f"`{loose.method}`, {loose.matmuls} products"
+
     # QDWH: iterations, and how many take the QR form (c > 100)
     for name, dtype in (("f32", np.float32), ("f64", np.float64)):
         q = polar_plan(_zeros(REF, dtype), method="qdwh")

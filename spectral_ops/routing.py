@@ -27,7 +27,8 @@ __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
            "plan_power", "clip_method", "quarter_octave", "count_polar", "newton_steps",
            "design_lower", "qdwh_schedule", "resolve_power_eps", "EIGH_MIN_FLOOR",
-           "EIGH_MAX_RATIO", "eigh_available"]
+           "EIGH_MAX_RATIO", "eigh_available", "eigh_pays", "EIGH_GEMMS", "EIGH_GEMMS_M",
+           "EIGH_OVERHEAD_SIDE"]
 
 POLAR_METHODS = ("auto", "polar_express", "jordan", "gram", "qdwh", "svd", "eigh")
 CLIP_METHODS = ("auto", "polar", "newton", "svd", "eigh")
@@ -105,6 +106,17 @@ EIGH_MIN_FLOOR = 1e-4
 #: relative ``eigh_ridge(n) ratio^2 / 2`` at most (2.8e-6 at n = 4096), the float32
 #: matrix routes' own limit (``MAX_MATRIX_RATIO``).
 EIGH_MAX_RATIO = 1e4
+#: polar's ``auto`` on CPUs weighs ``"eigh"`` against the iteration by flops, with
+#: the float64 ``m x m`` eigendecomposition counted as ``EIGH_GEMMS + EIGH_GEMMS_M / m``
+#: float32 ``m x m x m`` products (fitted to LAPACK ``syevd`` against the iterations
+#: on a 2-core x86-64 CPU, NumPy and torch, 32 <= m <= 2048; see :func:`eigh_pays`).
+EIGH_GEMMS = 12.0
+EIGH_GEMMS_M = 3072.0
+#: Single matrices with a short side below this take ``"eigh"`` whatever the flops:
+#: there the iteration's ~20 products cost more in per-call overhead than one small
+#: eigendecomposition (measured: 0.58x-0.65x of Polar Express's time at 32 x 32
+#: and 32 x 128).
+EIGH_OVERHEAD_SIDE = 64
 
 #: ``auto`` takes Gram Newton-Schulz where its products cost at most this
 #: fraction of Polar Express's flops (aspect ratio about 2.6 and up at 7 steps).
@@ -178,6 +190,28 @@ def eigh_count(m: int, n: int) -> tuple[int, float]:
     """The ``"eigh"`` routes' three float64 products: ``B B^T``, ``W g W^T`` and its
     product with ``B``; the eigendecomposition itself is not counted."""
     return (3, 4.0 * m * m * n + 2.0 * m**3) if m else (0, 0.0)
+
+
+def eigh_pays(m: int, n: int, batch: int, iteration_flops: float) -> bool:
+    """Whether ``"eigh"`` beats a matrix-product iteration of ``iteration_flops``
+    (per matrix) for ``batch`` m x n (m <= n) float32 inputs on a CPU.
+
+    Its cost, in float32 flops: the three products of :func:`eigh_count` at half
+    rate (float64), plus the eigendecomposition as ``EIGH_GEMMS + EIGH_GEMMS_M / m``
+    products of ``m x m x m`` (LAPACK's per-matrix overhead grows as m shrinks, and a
+    stack runs it matrix by matrix). Measured on a 2-core x86-64 CPU (float32,
+    default ``tol`` and ``floor``, one run; asv_bench/README.md, table p), eigh's
+    time over the faster iteration's: 0.64-0.97 at aspect ratio 2 and 4 from
+    m = 256 (e.g. 0.77 NumPy and 0.91 torch at 256 x 1024), 0.64-0.97 at
+    2048 x 2048, and 1.06-2.5 on square matrices and stacks with m <= 256
+    (e.g. 1.28 and 1.53 at 256 x 256, 2.0 and 2.5 at 16 x 64 x 64), which
+    this cost puts on the iteration's side. Single matrices with a short side
+    below ``EIGH_OVERHEAD_SIDE`` take eigh (see there).
+    """
+    if batch == 1 and m < EIGH_OVERHEAD_SIDE:
+        return True
+    eigendecomposition = (EIGH_GEMMS + EIGH_GEMMS_M / m) * 2.0 * m**3
+    return 2.0 * eigh_count(m, n)[1] + eigendecomposition < iteration_flops
 
 
 def svd_count(m: int, n: int) -> tuple[int, float]:
@@ -430,17 +464,20 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
     auto = method == "auto"
     if auto:
         accelerator = bb.on_accelerator(B)
+        on_cpu = not accelerator and not bb.is_differentiated(B)
+        eigh_ok = on_cpu and floor >= EIGH_MIN_FLOOR and eigh_available(xp, B, dtype)
+        # float32 weighs eigh against the iteration by flops (eigh_pays) below;
+        # 16-bit keeps the SVD's crossovers: its iteration runs in the 16-bit dtype
+        weigh_eigh = eigh_ok and not bb.is_16bit(xp, dtype)
         if m == 0:
             method = "svd"
         elif tol < exact_route_below(xp, dtype, eps):
             method = "qdwh" if accelerator or bb.is_differentiated(B) else "svd"
-        elif not accelerator and cpu_prefers_svd(xp, dtype, B.shape) \
-                and not bb.is_differentiated(B):
-            # float32 and 16-bit: the float64 Gram eigendecomposition, faster than the SVD
-            method = "eigh" if floor >= EIGH_MIN_FLOOR and eigh_available(xp, B, dtype) \
-                else "svd"
+        elif on_cpu and not weigh_eigh and cpu_prefers_svd(xp, dtype, B.shape):
+            # the float64 Gram eigendecomposition is faster than the SVD where it serves
+            method = "eigh" if eigh_ok else "svd"
         else:
-            method = "polar_express"  # or "gram", decided once the step count is known
+            method = "polar_express"  # or "gram", or "eigh", once the step count is known
     if method == "gram" and floor < _gram_min_floor(xp, dtype):
         raise ValueError(
             f"method='gram' resolves singular values down to about sqrt(eps) s_max: floor >= "
@@ -450,8 +487,11 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
         plan = _quintic_plan(method, m, n, steps, tol, floor, eps,
                              nonic=nonic_allowed(xp, dtype, tol))
         if auto:
+            batch = math.prod(B.shape[:-2])
             plan = _gram_if_it_pays(xp, dtype, m, n, plan, tol, floor, bb.on_accelerator(B),
-                                    math.prod(B.shape[:-2]))
+                                    batch)
+            if weigh_eigh and eigh_pays(m, n, batch, plan.flops):
+                return PolarPlan("eigh", 0, *eigh_count(m, n), None, None, floor=floor, eps=eps)
         return plan
     if method == "jordan":
         nsteps = 5 if steps is None else steps

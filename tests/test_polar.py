@@ -8,6 +8,7 @@ import pytest
 import array_api_compat
 
 from spectral_ops import POLAR_METHODS, polar, polar_plan, spectral_report
+from spectral_ops import routing
 from spectral_ops.accuracy import to_numpy
 from spectral_ops.testing import make_matrix
 
@@ -275,14 +276,41 @@ def test_auto_wants_exactness_for_tight_tol_on_cpu():
 
 
 @pytest.mark.parametrize("shape,dtype,expected", [
-    ((1024, 4096), "float32", "gram"),  # matrix route 1.8x-2x faster than the SVD here
-    ((4096, 1024), "float32", "gram"),
+    # float32: eigh where its flops (routing.eigh_pays) undercut the iteration's,
+    # measured 0.64x-0.97x of the iteration's time at aspect 2 and 4 from m = 256
+    ((1024, 4096), "float32", "eigh"),
+    ((4096, 1024), "float32", "eigh"),
+    ((16, 256, 1024), "float32", "eigh"),
+    ((2048, 2048), "float32", "eigh"),
+    # ... and the iteration on squares and stacks up to m = 256 (eigh 1.06x-2.5x slower)
+    ((256, 256), "float32", "polar_express"),
     ((64, 64), "float32", "polar_express"),
-    ((32, 32), "float32", "eigh"),  # the SVD's rule (overhead dominates), float64 eigh
+    ((8, 48, 48), "float32", "polar_express"),
+    ((16, 64, 64), "float32", "polar_express"),
+    ((4, 32, 32), "float32", "polar_express"),
+    ((32, 32), "float32", "eigh"),  # one small matrix: per-call overhead dominates
+    ((32, 128), "float32", "eigh"),
     ((1024, 4096), "float64", "svd"),  # float64: SVD measured as fast, and exact
 ])
 def test_auto_follows_measured_numpy_crossovers(shape, dtype, expected):
     assert polar_plan(np.zeros(shape, dtype)).method == expected
+
+
+def test_auto_weighs_eigh_against_the_iteration_it_would_run():
+    B = np.zeros((1024, 4096), np.float32)
+    # Muon's accuracy (tol 0.3, floor 1e-2: 11 products) makes the iteration cheaper
+    loose = polar_plan(B, tol=0.3, floor=1e-2)
+    assert loose.method == "polar_express" and loose.matmuls == 11
+    # below eigh's floor, or without float64 where B lives: the iteration, as before
+    assert polar_plan(B, floor=1e-5).method == "polar_express"
+    # the rule itself: eigh's flops (three float64 products at half rate and the
+    # eigendecomposition) against the iteration's, and the single-small-matrix exception
+    m, n = 256, 1024
+    eigh_flops = 2 * routing.eigh_count(m, n)[1] + (routing.EIGH_GEMMS
+                                                    + routing.EIGH_GEMMS_M / m) * 2 * m**3
+    assert routing.eigh_pays(m, n, 4, eigh_flops * 1.01)
+    assert not routing.eigh_pays(m, n, 4, eigh_flops * 0.99)
+    assert routing.eigh_pays(63, 63, 1, 1.0) and not routing.eigh_pays(63, 63, 2, 1.0)
 
 
 @pytest.mark.parametrize("kind", ["ill", "gradient"])
@@ -330,7 +358,9 @@ def test_gram_equals_polar_express_in_float64(steps):
     ((8, 64, 256), "gram"),
     ((512, 512), "polar_express"),
 ])
-def test_auto_takes_gram_where_the_aspect_ratio_pays(shape, expected):
+def test_auto_takes_gram_where_the_aspect_ratio_pays(shape, expected, monkeypatch):
+    # the Gram rule alone: eigh weighed out (as where B's library has no float64)
+    monkeypatch.setattr(routing, "eigh_pays", lambda *args: False)
     assert polar_plan(np.zeros(shape, np.float32)).method == expected
 
 
@@ -350,12 +380,18 @@ def test_auto_gram_rule_on_accelerators(monkeypatch):
 
 def test_auto_follows_measured_torch_crossovers():
     torch = pytest.importorskip("torch", reason="torch is not installed")
-    # MKL's SVD wins single matrices against the iteration, and eigh is as fast or faster
-    assert polar_plan(torch.zeros(1024, 1024)).method == "eigh"
+    # float32: eigh where its flops undercut the iteration's (routing.eigh_pays)
+    assert polar_plan(torch.zeros(2048, 2048)).method == "eigh"  # 0.64x the iteration's time
+    assert polar_plan(torch.zeros(1024, 4096)).method == "eigh"  # 0.58x
+    assert polar_plan(torch.zeros(256, 256)).method == "polar_express"  # eigh 1.53x slower
+    assert polar_plan(torch.zeros(4, 128, 128)).method == "polar_express"  # 2.24x
+    assert polar_plan(torch.zeros(16, 128, 128)).method == "polar_express"
+    assert polar_plan(torch.zeros(32, 32)).method == "eigh"  # per-call overhead: 0.58x
+    # float64: the SVD; below eigh's floor, MKL's SVD for single matrices, as measured
     assert polar_plan(torch.zeros(1024, 1024, dtype=torch.float64)).method == "svd"
-    assert polar_plan(torch.zeros(1024, 1024), floor=1e-5).method == "svd"  # below eigh's floor
-    assert polar_plan(torch.zeros(16, 128, 128)).method == "polar_express"  # stacks: SVD loops
-    assert polar_plan(torch.zeros(1024, 4096)).method == "gram"  # matrix route 1.3x-1.5x faster
+    assert polar_plan(torch.zeros(1024, 1024), floor=1e-5).method == "svd"
+    # 16-bit: eigh where the SVD's crossovers said svd (the iteration would run in bf16)
+    assert polar_plan(torch.zeros(256, 256, dtype=torch.bfloat16)).method == "eigh"
 
 
 # --- bad input ------------------------------------------------------------------------

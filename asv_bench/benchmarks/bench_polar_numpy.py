@@ -11,10 +11,11 @@ import spectral_ops
 
 from . import _common as c
 
-SHAPES = ["512x512", "256x1024", "1024x4096", "32x32", "8x48x48"]
-# "eigh": the float64 Gram eigendecomposition, auto's route where the SVD beats the
-# iteration (float32 on CPUs: short side below 64)
-IMPLS = ["auto", "polar_express", "svd", "scipy_polar", "eigh"]
+SHAPES = ["512x512", "256x1024", "1024x4096", "32x32", "8x48x48", "256x256", "16x64x64",
+          "16x256x1024"]
+# "eigh": the float64 Gram eigendecomposition, which auto weighs against the
+# iteration ("polar_express" or "gram") by flops on CPUs (routing.eigh_pays)
+IMPLS = ["auto", "polar_express", "svd", "scipy_polar", "eigh", "gram"]
 
 
 def _fn(impl, B):
@@ -42,7 +43,7 @@ class TimePolarNumpy:
         if impl == "scipy_polar" and B.ndim > 2:
             raise NotImplementedError("scipy.linalg.polar takes one matrix, not a stack")
         self.fn = _fn(impl, B)
-        if impl in ("auto", "polar_express", "svd"):
+        if impl in ("auto", "polar_express", "svd", "gram"):
             spectral_ops.polar_plan(B, method=impl)  # fills the coefficient cache
         if c.is_large(shape):
             small = c.gaussian_numpy(c.small_like(shape))

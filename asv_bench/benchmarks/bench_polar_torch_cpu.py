@@ -11,10 +11,12 @@ import spectral_ops
 
 from . import _common as c
 
-SHAPES = ["512x512", "256x1024", "1024x4096", "1024x1024", "8x128x512"]
-# "svd" and "eigh": the library's SVD route and the float64 Gram eigendecomposition
-# that auto takes where the SVD beats the iteration (float32 on CPUs)
-IMPLS = ["auto", "polar_express", "torch_svd", "svd", "eigh"]
+SHAPES = ["512x512", "256x1024", "1024x4096", "1024x1024", "8x128x512", "256x256",
+          "4x128x128", "2048x2048"]
+# "svd" and "eigh": the library's SVD route and the float64 Gram eigendecomposition,
+# which auto weighs against the iteration ("polar_express" or "gram") by flops on
+# CPUs (routing.eigh_pays)
+IMPLS = ["auto", "polar_express", "torch_svd", "svd", "eigh", "gram"]
 
 
 def _fn(torch, impl, B):
