@@ -110,7 +110,7 @@ EIGH_MAX_RATIO = 1e4
 #: the float64 ``m x m`` eigendecomposition counted as ``EIGH_GEMMS + EIGH_GEMMS_M / m``
 #: float32 ``m x m x m`` products (fitted to LAPACK ``syevd`` against the iterations
 #: on a 2-core x86-64 CPU, NumPy and torch, 32 <= m <= 2048; see :func:`eigh_pays`).
-EIGH_GEMMS = 12.0
+EIGH_GEMMS = 11.0
 EIGH_GEMMS_M = 3072.0
 #: Single matrices with a short side below this take ``"eigh"`` whatever the flops:
 #: there the iteration's ~20 products cost more in per-call overhead than one small
@@ -199,14 +199,16 @@ def eigh_pays(m: int, n: int, batch: int, iteration_flops: float) -> bool:
     Its cost, in float32 flops: the three products of :func:`eigh_count` at half
     rate (float64), plus the eigendecomposition as ``EIGH_GEMMS + EIGH_GEMMS_M / m``
     products of ``m x m x m`` (LAPACK's per-matrix overhead grows as m shrinks, and a
-    stack runs it matrix by matrix). Measured on a 2-core x86-64 CPU (float32,
-    default ``tol`` and ``floor``, one run; asv_bench/README.md, table p), eigh's
-    time over the faster iteration's: 0.64-0.97 at aspect ratio 2 and 4 from
-    m = 256 (e.g. 0.77 NumPy and 0.91 torch at 256 x 1024), 0.64-0.97 at
-    2048 x 2048, and 1.06-2.5 on square matrices and stacks with m <= 256
-    (e.g. 1.28 and 1.53 at 256 x 256, 2.0 and 2.5 at 16 x 64 x 64), which
-    this cost puts on the iteration's side. Single matrices with a short side
-    below ``EIGH_OVERHEAD_SIDE`` take eigh (see there).
+    stack runs it matrix by matrix). Fitted on a 2-core x86-64 CPU (float32,
+    default ``tol`` and ``floor``, NumPy and torch; asv_bench/eigh_grid.py over 62 shapes,
+    one run each, and asv_bench/README.md, table p): eigh's time over the faster
+    iteration's was 0.64-0.97 at aspect ratios 2 and 4 from m = 256 (one
+    exception, 1.10 at torch 256 x 512), 0.64-1.01 at 1024 x 1024 and
+    2048 x 2048, and 0.92-2.5 on squares and stacks with m <= 256 (1.28 and
+    1.53 at 256 x 256, 2.0 and 2.5 at 16 x 64 x 64), which this cost puts on
+    the iteration's side; ties (512 x 512) go to the iteration. Single
+    matrices with a short side below
+    ``EIGH_OVERHEAD_SIDE`` take eigh (see there).
     """
     if batch == 1 and m < EIGH_OVERHEAD_SIDE:
         return True

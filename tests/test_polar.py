@@ -382,6 +382,8 @@ def test_auto_follows_measured_torch_crossovers():
     torch = pytest.importorskip("torch", reason="torch is not installed")
     # float32: eigh where its flops undercut the iteration's (routing.eigh_pays)
     assert polar_plan(torch.zeros(2048, 2048)).method == "eigh"  # 0.64x the iteration's time
+    assert polar_plan(torch.zeros(1024, 1024)).method == "eigh"  # 0.76x-0.87x
+    assert polar_plan(torch.zeros(512, 512)).method == "polar_express"  # level
     assert polar_plan(torch.zeros(1024, 4096)).method == "eigh"  # 0.58x
     assert polar_plan(torch.zeros(256, 256)).method == "polar_express"  # eigh 1.53x slower
     assert polar_plan(torch.zeros(4, 128, 128)).method == "polar_express"  # 2.24x
