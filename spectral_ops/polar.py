@@ -65,17 +65,25 @@ def polar_plan(B, /, *, method: str = "auto", steps: int | None = None, floor: f
     * when ``tol`` is below what the matmul iterations reach in the compute dtype
       (``tol < 10 eps``; in 16-bit dtypes, below the dtype's default ``tol``),
       ``"qdwh"`` on accelerators and ``"svd"`` on CPUs;
-    * on CPUs, ``"svd"`` where LAPACK's SVD measured faster than the Polar
-      Express iteration: float64; NumPy float32 with short side below 64;
+    * on CPUs, for float32 NumPy and torch inputs where the library computes
+      in float64, ``floor >= 1e-4`` and ``steps`` is not given: ``"eigh"``
+      where its flops undercut the iteration's
+      (:func:`~spectral_ops.routing.eigh_pays`: wide inputs from a short side
+      of about 256, large squares, single matrices with a short side below
+      64), else the iteration below;
+    * otherwise on CPUs, unless ``steps`` is given, ``"svd"`` where LAPACK's SVD
+      measured faster than the Polar Express iteration: float64; NumPy float32
+      with short side below 64;
       torch and JAX single matrices (stacks of fewer than 16) except those of
       short side 1024 or more and aspect ratio 4 or more. Otherwise
       ``"polar_express"``. Where that rule says ``"svd"`` for a float32 or
       16-bit input, ``"eigh"`` instead wherever the library computes in float64
       and ``floor >= 1e-4`` (faster than the SVD; docs/polar.md);
     * on accelerators, ``"polar_express"``;
-    * and ``"gram"`` in place of ``"polar_express"`` where its products cost
-      at most ``routing.GRAM_FLOP_RATIO`` (0.8) of the flops (aspect ratio about 2.6
-      and up), for 32/64-bit compute dtypes and, on accelerators, inputs of at
+    * and, unless ``steps`` is given, ``"gram"`` in place of ``"polar_express"``
+      where its products cost at most ``routing.GRAM_FLOP_RATIO`` (0.8) of the
+      flops (aspect ratio about 2.6 and up), for 32/64-bit compute dtypes and,
+      on accelerators, inputs of at
       least ``routing.GRAM_MIN_WORK_ACCELERATOR`` (1.5e9) multiply-adds per
       product (``batch * m * m * n``; 768 x 3072 and up for one matrix).
     """

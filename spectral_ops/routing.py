@@ -200,14 +200,18 @@ def eigh_pays(m: int, n: int, batch: int, iteration_flops: float) -> bool:
     rate (float64), plus the eigendecomposition as ``EIGH_GEMMS + EIGH_GEMMS_M / m``
     products of ``m x m x m`` (LAPACK's per-matrix overhead grows as m shrinks, and a
     stack runs it matrix by matrix). Fitted on a 2-core x86-64 CPU (float32,
-    default ``tol`` and ``floor``, NumPy and torch; asv_bench/eigh_grid.py over 62 shapes,
-    one run each, and asv_bench/README.md, table p): eigh's time over the faster
-    iteration's was 0.64-0.97 at aspect ratios 2 and 4 from m = 256 (one
-    exception, 1.10 at torch 256 x 512), 0.64-1.01 at 1024 x 1024 and
-    2048 x 2048, and 0.92-2.5 on squares and stacks with m <= 256 (1.28 and
-    1.53 at 256 x 256, 2.0 and 2.5 at 16 x 64 x 64), which this cost puts on
-    the iteration's side; ties (512 x 512) go to the iteration. Single
-    matrices with a short side below
+    default ``tol`` and ``floor``; asv_bench/eigh_grid.py over 31 shapes with
+    NumPy and with torch, one run each, and asv_bench/README.md, table p):
+    eigh's time over the faster iteration's was 0.64-0.97 at aspect ratios 2
+    and 4 from m = 256 (one exception, 1.10 at torch 256 x 512), 0.64-1.01 at
+    1024 x 1024 and 2048 x 2048, 0.92-3.4 on squares and stacks of squares
+    with m <= 256 (1.28 and 1.53 at 256 x 256, 2.0 and 2.5 at 16 x 64 x 64;
+    0.81 at NumPy 256 x 256 in table p), and 0.82-1.43 on wide stacks and
+    small wide matrices below m = 256. This cost puts 1024 x 1024 (20 against
+    21 products) and wider shapes from m = 256 on eigh's side, squares up to
+    512 x 512 (23 against 21 at 512) and stacks of small matrices on the
+    iteration's; the margins are thin (about 5% of the flops at 256 x 1024),
+    as are the measured differences. Single matrices with a short side below
     ``EIGH_OVERHEAD_SIDE`` take eigh (see there).
     """
     if batch == 1 and m < EIGH_OVERHEAD_SIDE:
@@ -295,6 +299,15 @@ def numpy_backed(xp) -> bool:
     if aac.is_numpy_namespace(xp):
         return True
     return "array_api_strict" in getattr(xp, "__name__", "")
+
+
+def eigh_pays_fitted(xp) -> bool:
+    """The libraries :func:`eigh_pays` was fitted on: NumPy (and array-api-strict)
+    and torch. In JAX the order flips between eager and jitted calls (64 x 64, float32
+    with x64: eigh 2.84 ms and Polar Express 4.81 ms eager, 0.74 and 0.20 ms jitted)."""
+    import array_api_compat as aac
+
+    return numpy_backed(xp) or aac.is_torch_namespace(xp)
 
 
 def cpu_prefers_svd(xp, dtype, shape) -> bool:
@@ -468,14 +481,20 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
         accelerator = bb.on_accelerator(B)
         on_cpu = not accelerator and not bb.is_differentiated(B)
         eigh_ok = on_cpu and floor >= EIGH_MIN_FLOOR and eigh_available(xp, B, dtype)
-        # float32 weighs eigh against the iteration by flops (eigh_pays) below;
-        # 16-bit keeps the SVD's crossovers: its iteration runs in the 16-bit dtype
-        weigh_eigh = eigh_ok and not bb.is_16bit(xp, dtype)
+        # float32 NumPy and torch weigh eigh against the iteration by flops (eigh_pays,
+        # fitted there); 16-bit inputs (whose iteration runs in the 16-bit dtype) and
+        # other libraries keep the SVD's crossovers; given steps ask for the iteration
+        weigh_eigh = (eigh_ok and steps is None and not bb.is_16bit(xp, dtype)
+                      and eigh_pays_fitted(xp))
+        batch = math.prod(B.shape[:-2])
         if m == 0:
             method = "svd"
         elif tol < exact_route_below(xp, dtype, eps):
             method = "qdwh" if accelerator or bb.is_differentiated(B) else "svd"
-        elif on_cpu and not weigh_eigh and cpu_prefers_svd(xp, dtype, B.shape):
+        elif weigh_eigh and batch == 1 and m < EIGH_OVERHEAD_SIDE:
+            method = "eigh"  # eigh_pays' small-matrix rule, before designing anything
+        elif on_cpu and steps is None and not weigh_eigh \
+                and cpu_prefers_svd(xp, dtype, B.shape):
             # the float64 Gram eigendecomposition is faster than the SVD where it serves
             method = "eigh" if eigh_ok else "svd"
         else:
@@ -488,8 +507,7 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
     if method in ("polar_express", "gram"):
         plan = _quintic_plan(method, m, n, steps, tol, floor, eps,
                              nonic=nonic_allowed(xp, dtype, tol))
-        if auto:
-            batch = math.prod(B.shape[:-2])
+        if auto and steps is None:  # given steps: the Polar Express plan of that length
             plan = _gram_if_it_pays(xp, dtype, m, n, plan, tol, floor, bb.on_accelerator(B),
                                     batch)
             if weigh_eigh and eigh_pays(m, n, batch, plan.flops):

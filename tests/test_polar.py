@@ -282,7 +282,10 @@ def test_auto_wants_exactness_for_tight_tol_on_cpu():
     ((4096, 1024), "float32", "eigh"),
     ((16, 256, 1024), "float32", "eigh"),
     ((2048, 2048), "float32", "eigh"),
-    # ... and the iteration on squares and stacks up to m = 256 (eigh 1.06x-2.5x slower)
+    ((1024, 1024), "float32", "eigh"),  # 20 products' worth against 21
+    # ... and the iteration on squares up to 512 and on stacks of small matrices
+    # (eigh 0.92x-3.4x the time, mostly slower; the grid in asv_bench/results)
+    ((512, 512), "float32", "polar_express"),  # 23 against 21
     ((256, 256), "float32", "polar_express"),
     ((64, 64), "float32", "polar_express"),
     ((8, 48, 48), "float32", "polar_express"),
@@ -303,6 +306,11 @@ def test_auto_weighs_eigh_against_the_iteration_it_would_run():
     assert loose.method == "polar_express" and loose.matmuls == 11
     # below eigh's floor, or without float64 where B lives: the iteration, as before
     assert polar_plan(B, floor=1e-5).method == "polar_express"
+    # given steps ask for the iteration: that many Polar Express steps, never eigh or gram
+    for steps in (3, 5, 10):
+        plan = polar_plan(B, steps=steps)
+        assert (plan.method, plan.steps) == ("polar_express", steps)
+    assert polar_plan(np.zeros((32, 32), np.float32), steps=4).method == "polar_express"
     # the rule itself: eigh's flops (three float64 products at half rate and the
     # eigendecomposition) against the iteration's, and the single-small-matrix exception
     m, n = 256, 1024
@@ -394,6 +402,17 @@ def test_auto_follows_measured_torch_crossovers():
     assert polar_plan(torch.zeros(1024, 1024), floor=1e-5).method == "svd"
     # 16-bit: eigh where the SVD's crossovers said svd (the iteration would run in bf16)
     assert polar_plan(torch.zeros(256, 256, dtype=torch.bfloat16)).method == "eigh"
+    # under autodiff never eigh, also where its flops pay
+    assert polar_plan(torch.zeros(256, 1024, requires_grad=True)).method == "gram"
+    assert polar_plan(torch.zeros(32, 32, requires_grad=True)).method == "polar_express"
+
+
+def test_auto_keeps_the_svd_crossovers_where_eigh_pays_was_not_fitted():
+    # JAX (x64 on in these tests): eager and jitted calls order eigh and the iteration
+    # differently, so the SVD's crossovers stay, with eigh in place of svd
+    jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
+    assert polar_plan(jnp.zeros((64, 64), jnp.float32)).method == "eigh"
+    assert polar_plan(jnp.zeros((16, 64, 64), jnp.float32)).method == "polar_express"
 
 
 # --- bad input ------------------------------------------------------------------------

@@ -190,8 +190,8 @@ def test_plan():
     # SVD and the iteration), for every p but 0 and 1, any denominator
     for q in (0.5, -0.25, Fraction(1, 1000)):
         assert power_plan(B, q).route == "eigh" and power_plan(B, q).matmuls == 3
-    # P by polar's own choice: Gram Newton-Schulz where it pays (aspect 4), else Polar Express
-    # (polar's own auto weighs eigh against that iteration and takes eigh here)
+    # P by polar's choice of iteration: Gram Newton-Schulz where it pays (aspect 4), else
+    # Polar Express (polar's own auto weighs eigh against it, and takes eigh here)
     assert p.polar_iteration == "gram" and spectral_ops.polar_plan(B).method == "eigh"
     assert power_plan(np.zeros((64, 64)), 0.5, method="newton").polar_iteration == "polar_express"
     # below Gram's floor, Polar Express

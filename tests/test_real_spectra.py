@@ -222,17 +222,20 @@ def _polar_band(y, u, s, vh, floor=POLAR_FLOOR):
     return (float(band[0]), float(band[-1])), tail
 
 
-def measure_polar(name: str) -> dict:
+def measure_polar(name: str, method: str = "auto") -> dict:
     b = _inputs()[name]
-    y = polar(b)
+    y = polar(b, method=method)
     band, tail = _polar_band(y, *_svd(name))
-    return {"route": spectral_ops.polar_plan(b).method, "band": band, "tail": tail,
-            "finite": bool(np.isfinite(y).all())}
+    return {"route": spectral_ops.polar_plan(b, method=method).method, "band": band,
+            "tail": tail, "finite": bool(np.isfinite(y).all())}
 
 
+# auto (on this CPU eigh or an iteration, by flops) and the two iterations that
+# accelerators run, each on every real matrix
+@pytest.mark.parametrize("method", ["auto", "polar_express", "gram"])
 @pytest.mark.parametrize("name", sorted(_inputs()))
-def test_polar_real(name):
-    r = measure_polar(name)
+def test_polar_real(name, method):
+    r = measure_polar(name, method)
     msg = f"route {r['route']}: band {r['band']}, tail max {r['tail']:.6g}"
     assert r["finite"], msg
     assert 1 - POLAR_BAND <= r["band"][0] and r["band"][1] <= 1 + POLAR_BAND, msg
