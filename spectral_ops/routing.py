@@ -511,8 +511,9 @@ def plan_polar(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None) ->
             plan = _gram_if_it_pays(xp, dtype, m, n, plan, tol, floor, bb.on_accelerator(B),
                                     batch)
             if weigh_eigh and eigh_pays(m, n, batch, plan.flops):
-                return PolarPlan("eigh", 0, *eigh_count(m, n), None, None, floor=floor, eps=eps)
-        return plan
+                method = "eigh"  # built below, as when asked for
+        if method != "eigh":
+            return plan
     if method == "jordan":
         nsteps = 5 if steps is None else steps
         k, f = count_polar(method, m, n, nsteps)
