@@ -17,7 +17,10 @@ Acceptance (float32 input, reference: the float64 SVD of the same float32 values
 * polar(B): singular values on the input's directions above 1e-3 s_max within
   1e-3 of 1, and at most 1 + 1e-3 on the rest;
 * power(B, p), p in 1/4, 1/2, 3/4: relative error <= 1e-3 on the part above
-  1e-3 s_max, finite, top singular value <= s_max^p (1 + 1e-3).
+  1e-3 s_max, finite, top singular value <= s_max^p (1 + 1e-3);
+* polar and power also in torch and JAX, with "auto" and the iterations that
+  accelerators run (polar: "polar_express" and "gram"; power: "newton"), and
+  both on the stack of the square matrices.
 
 To stay within about a minute on 2 cores, the transposed (tall) matrix runs
 "auto" only, and power and the framework checks run on the stored orientation.
@@ -176,14 +179,7 @@ def test_clip_real(name, q, method):
 @pytest.mark.parametrize("method", ["auto", "polar"])
 @pytest.mark.parametrize("name", sorted(n for n in _inputs() if not n.endswith(".T")))
 def test_clip_real_frameworks(framework, method, name):
-    b = _inputs()[name]
-    if framework == "torch":
-        torch = pytest.importorskip("torch", reason="torch is not installed")
-        B = torch.from_numpy(np.array(b))
-    else:
-        jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
-        B = jnp.asarray(b)
-    assert str(B.dtype).endswith("float32")
+    B = _framework_array(framework, _inputs()[name])
     _check_clip(measure_clip(B, name, _taus(name)[0.5], method))
 
 
@@ -222,12 +218,21 @@ def _polar_band(y, u, s, vh, floor=POLAR_FLOOR):
     return (float(band[0]), float(band[-1])), tail
 
 
-def measure_polar(name: str, method: str = "auto") -> dict:
-    b = _inputs()[name]
-    y = polar(b, method=method)
+def measure_polar(name: str, method: str = "auto", B=None) -> dict:
+    """``polar`` of the real matrix ``name`` (or of ``B``, the same values in
+    another library) against the float64 SVD."""
+    B = _inputs()[name] if B is None else B
+    y = to_numpy(polar(B, method=method))
     band, tail = _polar_band(y, *_svd(name))
-    return {"route": spectral_ops.polar_plan(b, method=method).method, "band": band,
+    return {"route": spectral_ops.polar_plan(B, method=method).method, "band": band,
             "tail": tail, "finite": bool(np.isfinite(y).all())}
+
+
+def _check_polar(r: dict):
+    msg = f"route {r['route']}: band {r['band']}, tail max {r['tail']:.6g}"
+    assert r["finite"], msg
+    assert 1 - POLAR_BAND <= r["band"][0] and r["band"][1] <= 1 + POLAR_BAND, msg
+    assert r["tail"] <= 1 + POLAR_BAND, msg
 
 
 # auto (on this CPU eigh or an iteration, by flops) and the two iterations that
@@ -235,11 +240,28 @@ def measure_polar(name: str, method: str = "auto") -> dict:
 @pytest.mark.parametrize("method", ["auto", "polar_express", "gram"])
 @pytest.mark.parametrize("name", sorted(_inputs()))
 def test_polar_real(name, method):
-    r = measure_polar(name, method)
-    msg = f"route {r['route']}: band {r['band']}, tail max {r['tail']:.6g}"
-    assert r["finite"], msg
-    assert 1 - POLAR_BAND <= r["band"][0] and r["band"][1] <= 1 + POLAR_BAND, msg
-    assert r["tail"] <= 1 + POLAR_BAND, msg
+    _check_polar(measure_polar(name, method))
+
+
+def _framework_array(framework: str, b: np.ndarray):
+    """The float32 values of ``b`` as a torch tensor or a JAX array (on the CPU)."""
+    if framework == "torch":
+        torch = pytest.importorskip("torch", reason="torch is not installed")
+        B = torch.from_numpy(np.array(b))
+    else:
+        jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
+        B = jnp.asarray(b)
+    assert str(B.dtype).endswith("float32")
+    return B
+
+
+# the same acceptance in torch and JAX: auto and the two iterations accelerators run
+# (each library's own products and reductions; in JAX without float64 "auto" differs)
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+@pytest.mark.parametrize("method", ["auto", "polar_express", "gram"])
+@pytest.mark.parametrize("name", sorted(n for n in _inputs() if not n.endswith(".T")))
+def test_polar_real_frameworks(framework, method, name):
+    _check_polar(measure_polar(name, method, _framework_array(framework, _inputs()[name])))
 
 
 def test_polar_real_batched():
@@ -254,22 +276,54 @@ def test_polar_real_batched():
 
 # --- power ---------------------------------------------------------------------------
 
-def measure_power(name: str, p: Fraction) -> dict:
-    b = _inputs()[name]
+def measure_power(name: str, p: Fraction, method: str = "auto", B=None) -> dict:
+    """``power`` of the real matrix ``name`` (or of ``B``, the same values in
+    another library) against the float64 SVD."""
+    B = _inputs()[name] if B is None else B
+    y = to_numpy(power(B, p, method=method))
+    return {"route": spectral_ops.power_plan(B, p, method=method).route,
+            **_power_error(y, name, p)}
+
+
+def _power_error(y, name: str, p: Fraction) -> dict:
+    """The measures of ``y``, a computed ``power`` of the real matrix ``name``."""
+    y = np.asarray(y, dtype=np.float64)
     u, s, vh = _svd(name)
-    y = np.asarray(power(b, p), dtype=np.float64)
     above = s >= POWER_FLOOR * s[0]
     # as spectral_report's rel_error: the error on the directions above the floor
     exact_above = u[:, above] * s[above] ** float(p)  # (U s^p V^T) V_above
     rel = np.linalg.norm(y @ vh[above].T - exact_above) / np.linalg.norm(exact_above)
-    return {"route": spectral_ops.power_plan(b, p).route, "rel": float(rel),
-            "finite": bool(np.isfinite(y).all()), "top_over": _top(y) / s[0] ** float(p)}
+    return {"rel": float(rel), "finite": bool(np.isfinite(y).all()),
+            "top_over": _top(y) / s[0] ** float(p)}
 
 
 @pytest.mark.parametrize("p", POWERS, ids=str)
 @pytest.mark.parametrize("name", sorted(n for n in _inputs() if not n.endswith(".T")))
 def test_power_real(name, p):
-    r = measure_power(name, p)
+    _check_power(measure_power(name, p))
+
+
+@pytest.mark.parametrize("method", ["auto", "newton"])
+def test_power_real_batched(method):
+    names, b = _square_stack()
+    p = Fraction(1, 2)
+    y = power(b, p, method=method)
+    for i, name in enumerate(names):
+        _check_power({"route": spectral_ops.power_plan(b, p, method=method).route,
+                      **_power_error(y[i], name, p)})
+
+
+# torch and JAX: auto, and the iteration accelerators run ("newton": P, then the
+# inverse root of H = B P^T)
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+@pytest.mark.parametrize("method", ["auto", "newton"])
+@pytest.mark.parametrize("p", POWERS, ids=str)
+@pytest.mark.parametrize("name", sorted(n for n in _inputs() if not n.endswith(".T")))
+def test_power_real_frameworks(name, p, method, framework):
+    _check_power(measure_power(name, p, method, _framework_array(framework, _inputs()[name])))
+
+
+def _check_power(r: dict):
     msg = f"route {r['route']}: rel error {r['rel']:.3g}, top sv / s_max^p {r['top_over']:.6g}"
     assert r["finite"], msg
     assert r["rel"] <= POWER_TOL, msg
