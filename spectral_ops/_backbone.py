@@ -228,7 +228,9 @@ def is_differentiated(x) -> bool:
     forward/linearize tracers). ``auto`` then avoids the SVD routes, whose
     backward is NaN at repeated singular values."""
     if array_api_compat.is_torch_array(x):
-        return bool(x.requires_grad)
+        import torch  # already imported: x is one of its tensors
+
+        return bool(x.requires_grad) and torch.is_grad_enabled()
     if array_api_compat.is_jax_array(x):
         return type(x).__name__ in ("JVPTracer", "LinearizeTracer")
     return False
@@ -262,7 +264,9 @@ def finish(y, prep: Prepared):
     if prep.transposed:
         y = xp.linalg.matrix_transpose(y)
     if prep.valid is not None:
-        y = xp.where(prep.valid, y, xp.asarray(float("nan"), dtype=y.dtype))
+        # a fill on y's device (a scalar copied from the host would make torch wait
+        # for the device, and array-api-strict refuses mixed devices)
+        y = xp.where(prep.valid, y, xp.full_like(prep.valid, float("nan"), dtype=y.dtype))
     if y.dtype != prep.out_dtype:
         y = xp.astype(y, prep.out_dtype)
     return y
@@ -290,6 +294,15 @@ _TINY = {"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126, "floa
 def dtype_tiny(xp, dtype) -> float:
     """The smallest normal value of a real floating dtype."""
     return _TINY[dtype_name(xp, dtype)]
+
+
+_SMALLEST = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149,
+             "float64": 2.0**-1074}
+
+
+def dtype_smallest(xp, dtype) -> float:
+    """The smallest positive (subnormal) value of a real floating dtype."""
+    return _SMALLEST[dtype_name(xp, dtype)]
 
 
 def dtype_max(xp, dtype) -> float:

@@ -41,7 +41,10 @@ Methods (for ``m x n``, ``m <= n``):
 ``"newton"``
     The same identity with ``P`` and :math:`\Sigma` from QDWH (QR- and
     Cholesky-based Halley iterations), accurate to working precision for any
-    condition number and any distance of the spectrum from :math:`\tau`.
+    condition number and any distance of the spectrum from :math:`\tau`, as
+    long as :math:`\tau` is above the round-off of ``B``: both matrix methods
+    refuse a known bound on ``s_max / tau`` beyond ``1 / eps`` of the dtype
+    (8.4e6 in float32), where ``"auto"`` takes the SVD.
 ``"svd"``
     Exact reference through the thin SVD (16-bit inputs in float32).
 ``"eigh"``
@@ -66,7 +69,7 @@ import array_api_compat
 from . import _backbone as bb
 from .kernels import gram_eigh_map, mT, polar_factor, svd_map, tight_start
 from .plans import ClipPlan
-from .routing import CLIP_METHODS, clip_method, plan_clip
+from .routing import CLIP_METHODS, check_clip_ratio, clip_method, plan_clip
 
 __all__ = ["clip", "clip_plan", "ClipPlan", "CLIP_METHODS"]
 
@@ -116,6 +119,7 @@ def _plan(xp, B, dtype, prepared, tau, method, steps, floor, tol, eps, given=Non
                 f"bound on s_max / tau over the batch, such as ||B||_F / tau; got {given!r}.")
         return plan_clip(xp, B, dtype, method, steps, floor, tol, eps, float(given)), None
     ratio = _ratio_bound(xp, B, tau)
+    check_clip_ratio(xp, dtype, method, ratio)  # before the tight bound's logarithms
     if ratio is None or eps is not None or min(B.shape[-2:]) == 0 or clip_method(
             xp, B, dtype, method, tol, ratio, floor) != "polar":
         return plan_clip(xp, B, dtype, method, steps, floor, tol, eps, ratio), None
@@ -145,12 +149,18 @@ def _ratio_bound(xp, B, tau):
         B = B.detach()  # a host read for the plan, outside autograd
     finite = xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
     _, norm_s, two_e = bb.frobenius_scale(xp, xp.where(finite, B, xp.zeros_like(B)))
-    log_fro = xp.log2(xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s))) + xp.log2(two_e)
+    # in float64 (host arrays): a tau below the input dtype's range stays positive
+    log_fro = xp.astype(xp.log2(xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s)))
+                        + xp.log2(two_e), xp.float64)
+    # a zero (or non-finite, zeroed) matrix has nothing to clip: it bounds nothing
+    log_fro = xp.where(norm_s > 0, log_fro, xp.full_like(log_fro, -math.inf))
     if isinstance(tau, numbers.Real):
         log_ratio = float(xp.max(log_fro)) - math.log2(float(tau))
     else:
-        t = xp.reshape(xp.astype(tau, log_fro.dtype), tuple(tau.shape) + (1, 1))
+        t = xp.reshape(xp.astype(tau, xp.float64), tuple(tau.shape) + (1, 1))
         log_ratio = float(xp.max(log_fro - xp.log2(t)))
+    if log_ratio == -math.inf:  # every matrix is zero
+        return 1.0
     return 2.0 ** min(log_ratio, 1000.0) if math.isfinite(log_ratio) else None
 
 
@@ -302,8 +312,7 @@ def clip(B, tau, /, *, method: str = "auto", steps: int | None = None, floor: fl
         x = prep.x
         if plan.polish_dtype is not None and bb.has_float64(xp, x):
             x, t = xp.astype(x, xp.float64), xp.astype(t, xp.float64)
-        # f(c s) = c min(s, tau / c): the SVD runs on the prescaled input
-        y = svd_map(xp, x, lambda xp_, s, c: c * _smooth_min(xp_, s, t[..., 0] / c, plan.eps))
+        y = svd_map(xp, x, lambda xp_, s, c: _scaled_min(xp_, s, c, t[..., 0], plan.eps))
         y = xp.astype(y, prep.x.dtype)
     elif plan.method == "eigh":
         y = _eigh_clip(xp, prep.x, t)
@@ -338,21 +347,36 @@ def _tau_array(xp, tau, x):
     """
     wide = bb.wide_dtype(xp, x.dtype)
     top = bb.dtype_max(xp, wide)
+    # a positive radius below the dtype's smallest value is that value (the result
+    # rounds to zero either way), not a zero that would make the result NaN
+    least = bb.dtype_smallest(xp, wide)
     dev = array_api_compat.device(x)
     if isinstance(tau, numbers.Real):
-        return xp.asarray(min(float(tau), top), dtype=wide, device=dev)[None, None]
+        return xp.asarray(min(max(float(tau), least), top), dtype=wide, device=dev)[None, None]
     t = xp.asarray(tau, device=dev)
     if xp.isdtype(t.dtype, "real floating"):
         t = xp.minimum(t, xp.asarray(top, dtype=t.dtype, device=dev)) if \
             bb.dtype_max(xp, t.dtype) > top else t
-    t = xp.astype(t, wide)
-    return xp.reshape(t, tuple(t.shape) + (1, 1))
+    tw = xp.astype(t, wide)
+    tw = xp.where((tw == 0) & (t > 0), xp.full_like(tw, least), tw)
+    return xp.reshape(tw, tuple(tw.shape) + (1, 1))
+
+
+def _scaled_min(xp, s, c, t, eps):
+    """``f(c s)`` for the SVD of the prescaled input (``s``; ``c`` its power of
+    two): ``c f(s, t / c)`` where ``c >= 1``, ``f(c s, t)`` below, so that neither
+    ``t / c`` nor ``c s`` can overflow (``f`` is homogeneous of degree 1)."""
+    big = c >= 1
+    one = xp.ones_like(c)
+    scaled_down = c * _smooth_min(xp, s, t / xp.where(big, c, one), eps)
+    scaled_up = _smooth_min(xp, xp.where(big, one, c) * s, t, eps)
+    return xp.where(big, scaled_down, scaled_up)
 
 
 def _smooth_min(xp, s, t, eps):
     if eps is None:
         return xp.minimum(s, t)
-    return 0.5 * (s + t - xp.sqrt((s - t) ** 2 + (eps * t) ** 2))
+    return 0.5 * (s + t - xp.hypot(s - t, eps * t))  # hypot: no overflow in the squares
 
 
 class _Scaled(NamedTuple):

@@ -82,7 +82,9 @@ def polar_factor(xp, x, plan, start=None):
     if plan.method == "qdwh":
         return qdwh(xp, x, plan.qdwh_weights)
     if plan.method == "eigh":  # p = 0 of the power map: W (s^2 + ridge)^(-1/2) W^T x
-        return xp.astype(gram_eigh_power(xp, x, 0.0), x.dtype)
+        # the SVD route's partial polar convention: at or below n eps s_max is zero
+        cutoff = x.shape[-1] * bb.dtype_eps(xp, bb.wide_dtype(xp, x.dtype))
+        return xp.astype(gram_eigh_power(xp, x, 0.0, cutoff=cutoff), x.dtype)
     return svd_map(xp, x, functools.partial(_partial_polar_values, n=x.shape[-1]))
 
 
@@ -267,10 +269,14 @@ def gram_eigh_map(xp, x, values):
     return ((w * g[..., None, :]) @ mT(xp, w)) @ x
 
 
-def gram_eigh_power(xp, x, p: float, eps: float | None = None):
+def gram_eigh_power(xp, x, p: float, eps: float | None = None, cutoff: float | None = None):
     r"""``U f(s) V^T`` of the wide-oriented ``x`` through :func:`gram_eigh_map`, in
     float64: ``f(s) = s^p`` or, with ``eps``, the ridge map
-    :math:`s\,(s^2 + \epsilon^2\|x\|_F^2)^{(p-1)/2}`.
+    :math:`s\,(s^2 + \epsilon^2\|x\|_F^2)^{(p-1)/2}`. With ``cutoff``,
+    singular values at or below ``cutoff * s_max`` map to zero (the partial
+    polar factor's convention, ``cutoff = n eps`` of the input's dtype: the
+    round-off of a rank-deficient float32 input, about ``1e-7 s_max``, sits at
+    the ridge's scale and would otherwise come out between 0.03 and 0.5).
 
     Without ``eps`` a ridge at the bound on the eigensolver's round-off,
     :math:`\delta^2 =` ``eigh_ridge(n)`` :math:`\lambda_{max}`, keeps
@@ -280,7 +286,8 @@ def gram_eigh_power(xp, x, p: float, eps: float | None = None):
     the ridge moves it by a relative
     :math:`(1 - p)\,\delta^2 / (2\,\text{floor}^2 \lambda_{max})` at most
     (:math:`2.8 \times 10^{-8}` at ``n = 4096`` and floor 1e-3). A zero matrix
-    gives zeros. ``p = 0`` is the polar factor.
+    gives zeros. ``p = 0`` is the polar factor. With ``eps`` the ridge is
+    :math:`\epsilon^2\|x\|_F^2`, but never below that bound.
     """
     x64 = xp.astype(x, xp.float64)
     tiny = bb.dtype_tiny(xp, xp.float64)  # a zero matrix: finite g, zero output
@@ -291,8 +298,14 @@ def gram_eigh_power(xp, x, p: float, eps: float | None = None):
             ridge = ridge_scale * lam[..., -1:] + tiny
         else:
             fro2 = xp_.sum(lam, axis=-1, keepdims=True)
-            ridge = eps**2 * xp_.where(fro2 > 0, fro2, xp_.ones_like(fro2))
-        return (lam + ridge) ** ((p - 1.0) / 2.0)
+            # never below the eigensolver's round-off (an eps whose square underflows
+            # would leave 0^(p-1) on the clamped eigenvalues: NaN or overflow)
+            ridge = xp_.maximum(eps**2 * xp_.where(fro2 > 0, fro2, xp_.ones_like(fro2)),
+                                ridge_scale * lam[..., -1:]) + tiny
+        g = (lam + ridge) ** ((p - 1.0) / 2.0)
+        if cutoff is None:
+            return g
+        return xp_.where(lam > cutoff**2 * lam[..., -1:], g, xp_.zeros_like(g))
 
     return gram_eigh_map(xp, x64, values)
 

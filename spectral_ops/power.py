@@ -188,7 +188,9 @@ def _power_values(xp, s, c, q, eps):
     else:
         fro = xp.sqrt(xp.sum(s * s, axis=-1, keepdims=True))
         fro = xp.where(fro > 0, fro, xp.ones_like(fro))  # a zero matrix stays zero
-        f = s * (s * s + (eps * fro) ** 2) ** ((pf - 1.0) / 2.0)
+        # + tiny: an eps whose square underflows leaves 0 * 0^(p-1) = NaN at exact zeros
+        tiny = bb.dtype_tiny(xp, s.dtype)
+        f = s * (s * s + (eps * fro) ** 2 + tiny) ** ((pf - 1.0) / 2.0)
     return f * c ** pf
 
 

@@ -25,7 +25,7 @@ from .plans import ClipPlan, PolarPlan, PowerPlan
 
 __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
-           "plan_power", "clip_method", "quarter_octave", "count_polar", "newton_steps",
+           "plan_power", "clip_method", "check_clip_ratio", "quarter_octave", "count_polar", "newton_steps",
            "design_lower", "qdwh_schedule", "resolve_power_eps", "EIGH_MIN_FLOOR",
            "EIGH_MAX_RATIO", "eigh_available", "eigh_pays", "EIGH_GEMMS", "EIGH_GEMMS_M",
            "EIGH_OVERHEAD_SIDE"]
@@ -572,6 +572,7 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
             f"as a fraction of tau; got {eps!r}.")
     steps = None if steps is None else int(steps)
     eps = None if eps is None else float(eps)
+    check_clip_ratio(xp, dtype, method, ratio)
     if method == "eigh":
         _check_eigh(xp, B, dtype)
         if eps is not None:
@@ -633,6 +634,22 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
                     polish_dtype=polish, sign_dtype=sign64)
 
 
+def check_clip_ratio(xp, dtype, method: str, ratio):
+    """Refuse ``"polar"`` and ``"newton"`` where the known bound on ``s_max / tau``
+    exceeds ``1 / eps`` of the wide dtype (8.4e6 in float32): ``tau`` is then
+    below the round-off of ``B`` itself, which the matrix routes carry (measured,
+    float32 ``"newton"`` on a nearly low-rank input: output norm ``1.29 tau`` at
+    ``s_max / tau = 1e7``). ``"auto"`` takes the SVD there."""
+    limit = 1.0 / bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
+    if method in ("polar", "newton") and ratio is not None and ratio > limit:
+        raise ValueError(
+            f"method={method!r} cannot resolve tau against s_max beyond s_max / tau = "
+            f"{limit:.3g} in {bb.dtype_name(xp, bb.wide_dtype(xp, dtype))} (tau is below "
+            f"the round-off of B); the bound on s_max / tau here (||B||_F / tau, or the ratio "
+            f"given) is {ratio:.3g}. Use method='svd' (or 'auto'), or "
+            f"compute_dtype='float64'.")
+
+
 def quarter_octave(ratio: float) -> float:
     """``ratio`` (at least 1) rounded up to a power of ``2^(1/4)``: the designs are
     cached by their lower ends, so a ratio that drifts from call to call (a
@@ -656,7 +673,10 @@ def clip_method(xp, B, dtype, method, tol, ratio, floor, eps=None) -> str:
     if min(B.shape[-2:]) == 0:
         return "svd"
     if ratio > MAX_MATRIX_RATIO[bb.dtype_name(xp, wide)] or tol < 10 * bb.dtype_eps(xp, wide):
-        return "newton" if accelerator or bb.is_differentiated(B) else "svd"
+        # beyond 1 / eps no matrix route resolves tau (see check_clip_ratio): the SVD,
+        # except under autodiff (its backward is NaN at repeated singular values)
+        beyond = ratio > 1.0 / bb.dtype_eps(xp, wide)
+        return "newton" if (accelerator and not beyond) or bb.is_differentiated(B) else "svd"
     if eps is None and known and ratio <= EIGH_MAX_RATIO and cpu_takes_eigh(xp, B, dtype):
         return "eigh"
     if not accelerator and cpu_clip_prefers_svd(xp, dtype, B.shape) \
@@ -685,6 +705,9 @@ def plan_power(xp, B, dtype, q: Fraction, method="auto", eps=None, floor=None) -
     eps = resolve_power_eps(q, eps)
     m, n = sorted(B.shape[-2:])
     if q == 1 and eps is None:
+        if method == "eigh":  # the same refusals as for any other p
+            _check_eigh(xp, B, dtype, POWER_FLOOR[bb.dtype_name(xp, dtype)]
+                        if floor is None else float(floor))
         return PowerPlan("identity", q, "identity", 0, 0, 0, 0, 0.0, floor=floor)
     if q == 0 and eps is None and method != "eigh":
         # the partial polar factor, with polar's own routing and floor

@@ -333,13 +333,19 @@ def test_a_bound_with_a_rounding_margin_keeps_its_design():
 
 
 def test_tiny_tau_runs_the_start_once():
-    # b / tau beyond float32's range: the plan falls back to ||B||_F / tau, and the
-    # tight start computed for the read is still handed to P
+    # s_max / tau near the largest float32 resolves (1 / eps32 = 8.4e6): the tight
+    # start computed for the read is still handed to P, nothing runs twice
     b = make_matrix("gaussian", (64, 256), seed=5).astype(np.float32)
-    with np.errstate(over="raise", divide="raise", invalid="raise"):  # tau / c underflows
-        plan = clip_plan(b, 2e-38, method="polar", steps=8)
-        ran = count_products(lambda X: clip(X, 2e-38, method="polar", steps=8), b)
+    tau = float(np.linalg.norm(b.astype(np.float64))) / 8e6
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        plan = clip_plan(b, tau, method="polar", steps=8)
+        ran = count_products(lambda X: clip(X, tau, method="polar", steps=8), b)
     assert plan.matmuls == ran
+    # b / tau beyond float32's range: refused with a clear message (it used to run, with
+    # an output far outside the ball), not a floating-point error
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        with pytest.raises(ValueError, match="cannot resolve tau"):
+            clip_plan(b, 2e-38, method="polar", steps=8)
 
 
 @pytest.mark.parametrize("dtype,err", [(np.float32, 2e-4), (np.float64, 1e-9)])
