@@ -115,6 +115,12 @@ def prof():
         B = torch.randn(shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0)).bfloat16()
         plan = spectral_ops.polar_plan(B, method="polar_express")
         print(shape, "plan:", plan)
+        # the fused first-step sum (spectral_ops._fastpaths.FUSED_ADD) on and off
+        for on in (True, False, True, False):
+            fp.FUSED_ADD = on
+            print("polar_express FUSED_ADD", on, "median ms",
+                  1e3 * tmed(lambda: polar(B, method="polar_express")))
+        fp.FUSED_ADD = True
         for method in ("polar_express", "jordan"):
             kw = {"steps": 5} if method == "jordan" else {}
             f = lambda: polar(B, method=method, **kw)

@@ -119,10 +119,14 @@ def polar_express(xp, x, coefs, eps, start=None):
     for t, coef in enumerate(coefs):
         if len(coef) == 5:
             x = nonic_step(xp, x, coef, (a, a2) if t == 0 else None)
-        elif t == 0:
+        elif t == 0 and coef[1] != 0:
+            # A^2 is already formed: aX + b (A + (c/b) A^2) X, the b in the GEMM's alpha
             ca, cb, cc = coef
-            poly = lincomb(xp, [(cb, a), (cc, a2)], x.dtype)  # A^2 is already formed
-            x = fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)
+            poly = fp.add_scaled(xp, a, a2, cc / cb, combine=comb)
+            x = fp.matmul_acc(xp, x, poly, x, beta=ca, alpha=cb, combine=comb)
+        elif t == 0:
+            ca, _, cc = coef
+            x = fp.matmul_acc(xp, x, a2, x, beta=ca, alpha=cc, combine=comb)
         else:
             x = quintic_step(xp, x, coef)
     return x
