@@ -381,14 +381,27 @@ def frobenius_scale(xp, x):
     largest finite value of the dtype. Zero matrices come back as zeros with
     norm 0 (never NaN).
     """
-    wide = wide_dtype(xp, x.dtype)
     xs, two_e = power_of_two_scale(xp, x)
-    # one call (a single fused kernel in torch), and no copy where xs is already
-    # wide (array-api-compat's astype copies by default)
-    norm_s = xp.linalg.vector_norm(xp.astype(xs, wide, copy=False), axis=(-2, -1),
-                                   keepdims=True)
+    norm_s = frobenius_norm(xp, xs)
     safe = xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s))
     return xs / xp.astype(safe, x.dtype), norm_s, two_e
+
+
+def frobenius_norm(xp, x):
+    """``||x||_F`` per matrix, shape (..., 1, 1), in the wide dtype (no copy where
+    ``x`` is already wide), for inputs whose squares cannot overflow.
+
+    Its derivative at a zero matrix is 0, not NaN: torch's norm takes that
+    subgradient; JAX differentiates ``sqrt(sum(x^2))`` there as ``0 * inf``, so
+    for JAX the root is taken of a safe value (under ``jit`` it is one fusion).
+    """
+    xw = xp.astype(x, wide_dtype(xp, x.dtype), copy=False)
+    if not array_api_compat.is_jax_array(x):  # one call, a single fused kernel in torch
+        return xp.linalg.vector_norm(xw, axis=(-2, -1), keepdims=True)
+    s2 = xp.sum(xw * xw, axis=(-2, -1), keepdims=True)
+    positive = s2 > 0
+    return xp.where(positive, xp.sqrt(xp.where(positive, s2, xp.ones_like(s2))),
+                    xp.zeros_like(s2))
 
 
 def unit_frobenius(xp, x):

@@ -333,8 +333,10 @@ def _eigh_clip(xp, x, t):
     ts = (xp.astype(t, xp.float64) / c)[..., 0]
 
     def values(xp_, lam):
-        s = xp_.sqrt(lam)
-        return xp_.where(s > ts, ts / xp_.where(s > 0, s, xp_.ones_like(s)), xp_.ones_like(s))
+        # the root of a safe value: sqrt at 0 would send an infinite derivative into autodiff
+        ones = xp_.ones_like(lam)
+        s = xp_.sqrt(xp_.where(lam > 0, lam, ones))
+        return xp_.where((lam > 0) & (s > ts), ts / s, ones)
 
     return xp.astype(c * gram_eigh_map(xp, xs, values), x.dtype)
 

@@ -99,10 +99,12 @@ def tight_start(xp, x, eps, bound=False):
     x, norm_s, two_e = bb.frobenius_scale(xp, x)
     a = fp.gram(xp, x)
     a2 = a @ a
-    wide = bb.wide_dtype(xp, x.dtype)
-    s8 = xp.linalg.vector_norm(xp.astype(a2, wide, copy=False), axis=(-2, -1), keepdims=True)
-    k = s8 ** 0.25 * (1.0 + eps)  # >= s_max, with a margin for round-off in A2
-    k = xp.where(k > 0, k, xp.ones_like(k))
+    s8 = bb.frobenius_norm(xp, a2)
+    # >= s_max, with a margin for round-off in A2; a zero matrix keeps scale 1 (the power
+    # of a safe value: s8^0.25 at 0 would send an infinite derivative into autodiff)
+    positive = s8 > 0
+    ones = xp.ones_like(s8)
+    k = xp.where(positive, xp.where(positive, s8, ones) ** 0.25 * (1.0 + eps), ones)
     kc = xp.astype(k, x.dtype)
     k2 = xp.astype(k * k, x.dtype)
     start = (x / kc, a / k2, a2 / (k2 * k2))

@@ -410,3 +410,24 @@ def test_requires_grad_under_no_grad_routes_as_plain_data():
     with torch.no_grad():
         assert polar_plan(w) == polar_plan(x)
         assert not polar(w).requires_grad
+
+
+@pytest.mark.parametrize("method", ["auto", "polar", "newton"])
+def test_clip_gradient_at_a_zero_matrix_is_the_identity(method):
+    # clip(B) = B near B = 0; the tight start's s8^(1/4) at s8 = 0 made it NaN ("newton"
+    # was already right). "svd" and "eigh" stay NaN there: their backward divides by gaps
+    # between repeated singular values, as docs/reliability.md says
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    b = make_matrix("gaussian", (8, 16), seed=8).astype(np.float32)
+    B = torch.from_numpy(np.stack([np.zeros_like(b), b])).requires_grad_(True)
+    clip(B, 1e3, method=method).sum().backward()  # tau far above: clip is B itself
+    np.testing.assert_allclose(B.grad.numpy(), 1.0, atol=1e-5)
+    Z = torch.zeros(8, 16, requires_grad=True)
+    clip(Z, 1.0, method=method).sum().backward()
+    np.testing.assert_allclose(Z.grad.numpy(), 1.0, atol=1e-6)
+
+
+def test_clip_gradient_at_a_zero_matrix_in_jax():
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    g = jax.grad(lambda b: clip(b, 1.0, method="polar").sum())(jax.numpy.zeros((8, 16)))
+    np.testing.assert_allclose(np.asarray(g), 1.0, atol=1e-6)
