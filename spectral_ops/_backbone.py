@@ -154,7 +154,7 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     ``B`` that holds NaN or infinity is replaced by zeros for the computation
     (so no iteration or LAPACK call ever sees it: LAPACK's SVD can loop forever
     on an infinity) and its result becomes all NaN in :func:`finish`. This costs
-    two elementwise passes and no host synchronisation.
+    a reduction and an elementwise pass, and no host synchronisation.
 
     Parameters
     ----------
@@ -188,9 +188,9 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
 def all_finite(xp, B):
     """Whether each matrix of ``B`` is free of NaN and infinity, shape (..., 1, 1).
 
-    torch, CuPy and NumPy: ``isfinite(max|B|)``, two passes (``isfinite`` then
-    ``all`` takes five and, in array-api-compat's torch, a copy), since their
-    ``max`` propagates NaN. Elsewhere ``all(isfinite(B))``: JAX's ``max`` on the
+    torch, CuPy and NumPy: ``isfinite(max|B|)`` (:func:`max_abs`, one reduction
+    in torch; ``isfinite`` then ``all`` takes five passes and, in
+    array-api-compat's torch, a copy), since their ``max`` propagates NaN. Elsewhere ``all(isfinite(B))``: JAX's ``max`` on the
     CPU skips a NaN among 4096 or more elements (XLA; a fused pass under ``jit``
     anyway), and other libraries are not relied on. Empty matrices are finite.
     """
@@ -198,7 +198,14 @@ def all_finite(xp, B):
                                  or array_api_compat.is_cupy_array(B)
                                  or array_api_compat.is_numpy_array(B)):
         return xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
-    return xp.isfinite(xp.max(xp.abs(B), axis=(-2, -1), keepdims=True))
+    return xp.isfinite(max_abs(xp, B))
+
+
+def max_abs(xp, x):
+    """``max |x|`` per matrix, shape (..., 1, 1), in ``x``'s dtype (exact in any
+    dtype; NaN where a matrix holds one, on torch, CuPy and NumPy). The infinity
+    norm: one reduction in torch, with no ``|x|`` temporary of the input's size."""
+    return xp.linalg.vector_norm(x, ord=math.inf, axis=(-2, -1), keepdims=True)
 
 
 def is_traced(x) -> bool:
@@ -208,6 +215,17 @@ def is_traced(x) -> bool:
     import jax  # already imported: x is one of its arrays
 
     return isinstance(x, jax.core.Tracer)
+
+
+def is_vmapped(x) -> bool:
+    """Whether ``x`` is a torch tensor batched by ``torch.func.vmap``, whose values
+    cannot be read on the host (``.item()`` is refused there)."""
+    if not array_api_compat.is_torch_array(x):
+        return False
+    import torch  # already imported: x is one of its tensors
+
+    test = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    return bool(test is not None and test(x))
 
 
 def has_float64(xp, x) -> bool:
@@ -349,7 +367,7 @@ def power_of_two_scale(xp, x):
     """
     wide = wide_dtype(xp, x.dtype)
     # abs and max are exact in any dtype: no widened copy of x
-    amax = xp.astype(xp.max(xp.abs(x), axis=(-2, -1), keepdims=True), wide, copy=False)
+    amax = xp.astype(max_abs(xp, x), wide, copy=False)
     usable = (amax > 0) & (amax < math.inf)  # NaN compares false
     amax = xp.where(usable, amax, xp.ones_like(amax))
     # made on x's device by a fill: a scalar copied from the host would make

@@ -141,9 +141,10 @@ def _ratio_bound(xp, B, tau):
     and torch CPU arrays), else None. A bound on ``s_max / tau``: the designs follow
     it. JAX arrays are not read even where concrete, so that a plan made under
     ``jax.jit`` equals the plan made outside it (both assume ``1 / floor``)."""
-    if array_api_compat.is_jax_array(B) or bb.is_traced(B) or bb.on_accelerator(B) or (
-            not isinstance(tau, numbers.Real) and (
-            bb.is_traced(tau) or bb.on_accelerator(tau))) or math.prod(B.shape) == 0:
+    if array_api_compat.is_jax_array(B) or bb.is_traced(B) or bb.is_vmapped(B) or \
+            bb.on_accelerator(B) or (not isinstance(tau, numbers.Real) and (
+                bb.is_traced(tau) or bb.is_vmapped(tau) or bb.on_accelerator(tau))) or \
+            math.prod(B.shape) == 0:
         return None
     if array_api_compat.is_torch_array(B):
         B = B.detach()  # a host read for the plan, outside autograd

@@ -431,3 +431,14 @@ def test_clip_gradient_at_a_zero_matrix_in_jax():
     jax = pytest.importorskip("jax", reason="jax is not installed")
     g = jax.grad(lambda b: clip(b, 1.0, method="polar").sum())(jax.numpy.zeros((8, 16)))
     np.testing.assert_allclose(np.asarray(g), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["auto", "polar", "newton"])
+def test_clip_under_torch_vmap(method):
+    # the host read of ||B||_F / tau called .item(), which vmap refuses; a batched tensor
+    # is now not read (the designs assume 1 / floor, as under jax.jit)
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    b = make_matrix("ill", (3, 24, 40), cond=1e2, seed=9).astype(np.float32)
+    y = torch.func.vmap(lambda m: clip(m, 0.5, method=method))(torch.from_numpy(b)).numpy()
+    ref = clip(b.astype(np.float64), 0.5, method="svd")
+    assert np.linalg.norm(y - ref) <= 1e-5 * np.linalg.norm(ref)
