@@ -154,7 +154,7 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     ``B`` that holds NaN or infinity is replaced by zeros for the computation
     (so no iteration or LAPACK call ever sees it: LAPACK's SVD can loop forever
     on an infinity) and its result becomes all NaN in :func:`finish`. This costs
-    a reduction and an elementwise pass, and no host synchronisation.
+    two elementwise passes and no host synchronisation.
 
     Parameters
     ----------
@@ -188,9 +188,9 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
 def all_finite(xp, B):
     """Whether each matrix of ``B`` is free of NaN and infinity, shape (..., 1, 1).
 
-    torch, CuPy and NumPy: ``isfinite(max|B|)`` (:func:`max_abs`, one reduction
-    in torch; ``isfinite`` then ``all`` takes five passes and, in
-    array-api-compat's torch, a copy), since their ``max`` propagates NaN. Elsewhere ``all(isfinite(B))``: JAX's ``max`` on the
+    torch, CuPy and NumPy: ``isfinite(max|B|)`` (:func:`max_abs`), two passes
+    (``isfinite`` then ``all`` takes five and, in array-api-compat's torch, a
+    copy), since their ``max`` propagates NaN. Elsewhere ``all(isfinite(B))``: JAX's ``max`` on the
     CPU skips a NaN among 4096 or more elements (XLA; a fused pass under ``jit``
     anyway), and other libraries are not relied on. Empty matrices are finite.
     """
@@ -203,9 +203,11 @@ def all_finite(xp, B):
 
 def max_abs(xp, x):
     """``max |x|`` per matrix, shape (..., 1, 1), in ``x``'s dtype (exact in any
-    dtype; NaN where a matrix holds one, on torch, CuPy and NumPy). The infinity
-    norm: one reduction in torch, with no ``|x|`` temporary of the input's size."""
-    return xp.linalg.vector_norm(x, ord=math.inf, axis=(-2, -1), keepdims=True)
+    dtype; NaN where a matrix holds one, on torch, CuPy and NumPy). Not the
+    infinity norm, which would save the ``|x|`` temporary: torch's CPU kernel for
+    it took 1.18 ms at 256 x 1024 float32 against 0.136 ms for ``abs`` and
+    ``amax`` (one thread)."""
+    return xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
 
 
 def is_traced(x) -> bool:

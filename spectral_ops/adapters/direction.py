@@ -387,7 +387,7 @@ def _prescaled(xp, x):
     """``(x / amax, amax)`` per matrix, in float32 or wider: norms of the scaled
     matrix neither overflow nor underflow (inputs from 1e-30 to 1e30 in float32)."""
     xw = _wide(xp, x)
-    amax = _bb.max_abs(xp, xw)[..., 0, 0]  # no |x| temporary
+    amax = _bb.max_abs(xp, xw)[..., 0, 0]
     amax = xp.where(amax > 0, amax, xp.ones_like(amax))  # a zero matrix stays zero
     return xw / amax[..., None, None], amax
 
