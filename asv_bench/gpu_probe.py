@@ -89,8 +89,10 @@ def acc():
                     ref = to_numpy(power(b, p, method="svd"))  # float64 numpy: exact map (ridge included)
                     B = mk(b, dt)
                     row = []
-                    for switch in ("FUSED_GEMM", "SYMMETRIC_GRAM"):
-                        if switch == "SYMMETRIC_GRAM" and bname != "cupy":
+                    for switch in ("FUSED_GEMM", "SYMMETRIC_GRAM", "FUSED_ADD"):
+                        # syrk is CuPy's only, the fused add torch's only
+                        if {"SYMMETRIC_GRAM": bname != "cupy",
+                                "FUSED_ADD": bname == "cupy"}.get(switch, False):
                             continue
                         old = getattr(fp, switch)
                         try:
@@ -116,11 +118,14 @@ def prof():
         plan = spectral_ops.polar_plan(B, method="polar_express")
         print(shape, "plan:", plan)
         # the fused first-step sum (spectral_ops._fastpaths.FUSED_ADD) on and off
-        for on in (True, False, True, False):
-            fp.FUSED_ADD = on
-            print("polar_express FUSED_ADD", on, "median ms",
-                  1e3 * tmed(lambda: polar(B, method="polar_express")))
-        fp.FUSED_ADD = True
+        old = fp.FUSED_ADD
+        try:
+            for on in (True, False, True, False):
+                fp.FUSED_ADD = on
+                print("polar_express FUSED_ADD", on, "median ms",
+                      1e3 * tmed(lambda: polar(B, method="polar_express")))
+        finally:
+            fp.FUSED_ADD = old
         for method in ("polar_express", "jordan"):
             kw = {"steps": 5} if method == "jordan" else {}
             f = lambda: polar(B, method=method, **kw)

@@ -316,15 +316,6 @@ def dtype_tiny(xp, dtype) -> float:
     return _TINY[dtype_name(xp, dtype)]
 
 
-_SMALLEST = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149,
-             "float64": 2.0**-1074}
-
-
-def dtype_smallest(xp, dtype) -> float:
-    """The smallest positive (subnormal) value of a real floating dtype."""
-    return _SMALLEST[dtype_name(xp, dtype)]
-
-
 def dtype_max(xp, dtype) -> float:
     """The largest finite value of a real floating dtype."""
     return _MAX[dtype_name(xp, dtype)]

@@ -15,9 +15,9 @@ helper                 fast path                                     switch
                        float32/float64) through ``cupy.cublas.gemm``
 :func:`gram`           CuPy: cuBLAS syrk (one triangle of ``X X^T``,  ``SYMMETRIC_GRAM``
                        half the flops) through ``cupy.cublas.syrk``
-:func:`add_scaled`     torch ``add`` with ``alpha`` (one kernel;      ``FUSED_ADD``
-                       16-bit tensors are combined in float32 and
-                       rounded once, with no float32 copies)
+:func:`add_scaled`     torch ``add`` with ``alpha`` (one kernel,      ``FUSED_ADD``
+                       no float32 copies of 16-bit tensors; not for
+                       16-bit tensors on the CPU, see below)
 =====================  ===========================================  ==============
 
 Both are on by default, as measured on an H100 (float32, TF32 off;
@@ -43,10 +43,11 @@ __all__ = ["FUSED_GEMM", "SYMMETRIC_GRAM", "FUSED_ADD", "fused_gemm_available",
 FUSED_GEMM = True
 #: Symmetric Gram products X X^T through cuBLAS syrk (CuPy).
 SYMMETRIC_GRAM = True
-#: ``a + alpha * b`` in one kernel (torch ``add``). In bfloat16 the generic
-#: combination (float32 copies of both terms, two products, a sum, a cast back)
-#: took six full-size passes; the H200 profile of a bf16 Polar Express call at
-#: 4096 x 4096 showed five float32 casts of about 50 us each, three of them here.
+#: ``a + alpha * b`` in one kernel (torch ``add``; 16-bit only on accelerators).
+#: In bfloat16 the generic combination (float32 copies of both terms, two
+#: products, a sum, a cast back) takes six full-size passes; the H200 profile of a
+#: bf16 Polar Express call at 4096 x 4096 showed five float32 casts of about 50 us
+#: each, three of them here.
 FUSED_ADD = True
 
 
@@ -99,11 +100,15 @@ def matmul_acc(xp, c, a, b, *, beta: float, alpha: float = 1.0, combine=None):
 
 
 def add_scaled(xp, a, b, alpha: float, *, combine=None):
-    """``a + alpha * b``, in one kernel where the backend has one (torch ``add``,
-    which computes 16-bit tensors in float32 and rounds once, as the caller's
-    ``combine`` would). Elsewhere ``combine([(1.0, a), (alpha, b)], dtype)`` or
-    a plain sum."""
-    if FUSED_ADD and array_api_compat.is_torch_array(a):
+    """``a + alpha * b``, in one kernel where the backend has one: torch ``add``,
+    which forms the sum in float32 for 16-bit tensors and rounds once, as the
+    caller's ``combine`` would. Its CUDA kernel takes ``alpha`` in float32 too;
+    its CPU kernel rounds ``alpha`` to the tensor's dtype first (bfloat16: a
+    relative 2^-9 on a Polar Express coefficient ratio, 2.3e-3 at floor 0.1), so
+    16-bit tensors on the CPU take the generic path. Elsewhere
+    ``combine([(1.0, a), (alpha, b)], dtype)`` or a plain sum."""
+    if FUSED_ADD and array_api_compat.is_torch_array(a) and (
+            a.dtype.itemsize >= 4 or a.device.type != "cpu"):
         return a.add(b, alpha=alpha)
     if combine is not None:
         return combine([(1.0, a), (alpha, b)], a.dtype)

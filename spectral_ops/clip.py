@@ -117,6 +117,7 @@ def _plan(xp, B, dtype, prepared, tau, method, steps, floor, tol, eps, given=Non
             raise ValueError(
                 f"ratio must be None (read from B where that is free) or a positive finite "
                 f"bound on s_max / tau over the batch, such as ||B||_F / tau; got {given!r}.")
+        check_clip_ratio(xp, dtype, method, float(given))
         return plan_clip(xp, B, dtype, method, steps, floor, tol, eps, float(given)), None
     ratio = _ratio_bound(xp, B, tau)
     check_clip_ratio(xp, dtype, method, ratio)  # before the tight bound's logarithms
@@ -350,9 +351,10 @@ def _tau_array(xp, tau, x):
     """
     wide = bb.wide_dtype(xp, x.dtype)
     top = bb.dtype_max(xp, wide)
-    # a positive radius below the dtype's smallest value is that value (the result
-    # rounds to zero either way), not a zero that would make the result NaN
-    least = bb.dtype_smallest(xp, wide)
+    # a positive radius below the dtype's range is its smallest normal value (the
+    # result is zero to within it), not a zero that would make the result NaN; not
+    # a subnormal, which XLA on CPUs (and torch with flush_denormal) flush to zero
+    least = bb.dtype_tiny(xp, wide)
     dev = array_api_compat.device(x)
     if isinstance(tau, numbers.Real):
         return xp.asarray(min(max(float(tau), least), top), dtype=wide, device=dev)[None, None]

@@ -38,7 +38,7 @@ from . import _fastpaths as fp
 
 __all__ = ["polar_factor", "polar_express", "quintic_step", "nonic_step", "jordan",
            "gram_newton_schulz", "qdwh", "svd_map", "gram_eigh_map", "gram_eigh_power", "eigh_ridge",
-           "inverse_root", "inverse_root_count",
+           "inverse_root", "inverse_root_count", "polar_cutoff",
            "matpow", "lincomb", "tight_start", "mT"]
 
 
@@ -82,10 +82,19 @@ def polar_factor(xp, x, plan, start=None):
     if plan.method == "qdwh":
         return qdwh(xp, x, plan.qdwh_weights)
     if plan.method == "eigh":  # p = 0 of the power map: W (s^2 + ridge)^(-1/2) W^T x
-        # the SVD route's partial polar convention: at or below n eps s_max is zero
-        cutoff = x.shape[-1] * bb.dtype_eps(xp, bb.wide_dtype(xp, x.dtype))
+        cutoff = polar_cutoff(xp, x, plan.floor)
         return xp.astype(gram_eigh_power(xp, x, 0.0, cutoff=cutoff), x.dtype)
     return svd_map(xp, x, functools.partial(_partial_polar_values, n=x.shape[-1]))
+
+
+def polar_cutoff(xp, x, floor: float) -> float:
+    """The relative cut-off of the eigh polar factor: the SVD route's partial polar
+    convention, ``n eps s_max`` (``eps`` of the wide dtype), but at most a tenth of
+    ``floor``, so that no singular value the floor promises is cut (``n eps``
+    passes 1e-4 at n = 840 in float32). The round-off of a rank-deficient float32
+    input sits near ``1e-8 s_max`` in the float64 Gram matrix (up to 64 x 16384),
+    far below either."""
+    return min(x.shape[-1] * bb.dtype_eps(xp, bb.wide_dtype(xp, x.dtype)), 0.1 * float(floor))
 
 
 def tight_start(xp, x, eps, bound=False):
@@ -280,9 +289,9 @@ def gram_eigh_power(xp, x, p: float, eps: float | None = None, cutoff: float | N
     float64: ``f(s) = s^p`` or, with ``eps``, the ridge map
     :math:`s\,(s^2 + \epsilon^2\|x\|_F^2)^{(p-1)/2}`. With ``cutoff``,
     singular values at or below ``cutoff * s_max`` map to zero (the partial
-    polar factor's convention, ``cutoff = n eps`` of the input's dtype: the
-    round-off of a rank-deficient float32 input, about ``1e-7 s_max``, sits at
-    the ridge's scale and would otherwise come out between 0.03 and 0.5).
+    polar factor's convention, see :func:`polar_cutoff`: the round-off of a
+    rank-deficient float32 input sits at the ridge's scale and would otherwise
+    come out between 0.03 and 0.3).
 
     Without ``eps`` a ridge at the bound on the eigensolver's round-off,
     :math:`\delta^2 =` ``eigh_ridge(n)`` :math:`\lambda_{max}`, keeps

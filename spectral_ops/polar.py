@@ -40,7 +40,8 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
     :math:`W\,\mathrm{diag}((s^2 + \delta^2)^{-1/2})\,W^T B` in float64, rounded
     once (``power``'s ``"eigh"`` at ``p = 0``; :math:`\delta` a ridge at the
     eigensolver's round-off). As with ``"svd"``, singular values at or below
-    ``max(m, n) * eps * s_max`` (``eps`` of float32) count as zero: the
+    ``max(m, n) * eps * s_max`` (``eps`` of float32, at most ``floor / 10``)
+    count as zero: the
     round-off of a rank-deficient float32 input sits at the ridge's scale and
     would otherwise come out between 0.03 and 0.3. float32 and 16-bit inputs,
     ``floor`` from ``1e-4`` up.

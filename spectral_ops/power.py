@@ -55,7 +55,8 @@ from fractions import Fraction
 
 from . import _backbone as bb
 from . import _fastpaths as fp
-from .kernels import gram_eigh_power, inverse_root, matpow, mT, polar_factor, svd_map, tight_start
+from .kernels import (gram_eigh_power, inverse_root, matpow, mT, polar_cutoff, polar_factor,
+                      svd_map, tight_start)
 from .plans import PowerPlan
 from .routing import POWER_METHODS, is_real, plan_power
 
@@ -166,7 +167,9 @@ def power(B, p, /, *, method: str = "auto", eps: float | None = None, floor: flo
     # max|B| into [1, 2): no Gram product can overflow or underflow at any scale
     x, c = bb.power_of_two_scale(xp, x)
     if plan.route == "eigh":  # c^p in float64 too: one rounding to the input's dtype
-        y = gram_eigh_power(xp, x, float(plan.p), plan.eps)
+        # p = 0 is the partial polar factor: polar's cut-off (see polar_cutoff)
+        cutoff = polar_cutoff(xp, x, plan.floor) if plan.p == 0 and plan.eps is None else None
+        y = gram_eigh_power(xp, x, float(plan.p), plan.eps, cutoff=cutoff)
         return bb.finish(xp.astype(y * xp.astype(c, xp.float64) ** float(plan.p), x.dtype),
                          prep)
     if plan.route == "svd":

@@ -25,7 +25,8 @@ from .plans import ClipPlan, PolarPlan, PowerPlan
 
 __all__ = ["POLAR_METHODS", "CLIP_METHODS", "POWER_METHODS", "GRAM_FLOP_RATIO",
            "GRAM_MIN_WORK_ACCELERATOR", "default_polar_tol", "plan_polar", "plan_clip",
-           "plan_power", "clip_method", "check_clip_ratio", "quarter_octave", "count_polar", "newton_steps",
+           "plan_power", "clip_method", "check_clip_ratio", "clip_ratio_limit",
+           "quarter_octave", "count_polar", "newton_steps",
            "design_lower", "qdwh_schedule", "resolve_power_eps", "EIGH_MIN_FLOOR",
            "EIGH_MAX_RATIO", "eigh_available", "eigh_pays", "EIGH_GEMMS", "EIGH_GEMMS_M",
            "EIGH_OVERHEAD_SIDE"]
@@ -572,7 +573,6 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
             f"as a fraction of tau; got {eps!r}.")
     steps = None if steps is None else int(steps)
     eps = None if eps is None else float(eps)
-    check_clip_ratio(xp, dtype, method, ratio)
     if method == "eigh":
         _check_eigh(xp, B, dtype)
         if eps is not None:
@@ -634,20 +634,25 @@ def plan_clip(xp, B, dtype, method="auto", steps=None, floor=1e-3, tol=None,
                     polish_dtype=polish, sign_dtype=sign64)
 
 
+def clip_ratio_limit(xp, dtype) -> float:
+    """The largest bound on ``s_max / tau`` (``||B||_F / tau`` where read) the
+    matrix-product clips accept: ``1 / eps`` of the wide dtype (8.4e6 in
+    float32). Beyond it ``tau`` is below ``eps ||B||_F``, the round-off of ``B``
+    itself, which those routes carry (measured, float32 ``"newton"`` on a nearly
+    low-rank input: output norm ``1.29 tau`` at ``s_max / tau = 1e7``)."""
+    return 1.0 / bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
+
+
 def check_clip_ratio(xp, dtype, method: str, ratio):
-    """Refuse ``"polar"`` and ``"newton"`` where the known bound on ``s_max / tau``
-    exceeds ``1 / eps`` of the wide dtype (8.4e6 in float32): ``tau`` is then
-    below the round-off of ``B`` itself, which the matrix routes carry (measured,
-    float32 ``"newton"`` on a nearly low-rank input: output norm ``1.29 tau`` at
-    ``s_max / tau = 1e7``). ``"auto"`` takes the SVD there."""
-    limit = 1.0 / bb.dtype_eps(xp, bb.wide_dtype(xp, dtype))
+    """Refuse ``"polar"`` and ``"newton"`` beyond :func:`clip_ratio_limit`
+    (``"auto"`` takes the SVD there)."""
+    limit = clip_ratio_limit(xp, dtype)
     if method in ("polar", "newton") and ratio is not None and ratio > limit:
         raise ValueError(
-            f"method={method!r} cannot resolve tau against s_max beyond s_max / tau = "
-            f"{limit:.3g} in {bb.dtype_name(xp, bb.wide_dtype(xp, dtype))} (tau is below "
-            f"the round-off of B); the bound on s_max / tau here (||B||_F / tau, or the ratio "
-            f"given) is {ratio:.3g}. Use method='svd' (or 'auto'), or "
-            f"compute_dtype='float64'.")
+            f"method={method!r} cannot resolve tau below the round-off of B: the bound on "
+            f"s_max / tau here (||B||_F / tau, or the ratio given) is {ratio:.3g}, beyond "
+            f"1 / eps = {limit:.3g} of {bb.dtype_name(xp, bb.wide_dtype(xp, dtype))}. Use "
+            f"method='svd' (or 'auto'), or compute_dtype='float64'.")
 
 
 def quarter_octave(ratio: float) -> float:
@@ -675,7 +680,7 @@ def clip_method(xp, B, dtype, method, tol, ratio, floor, eps=None) -> str:
     if ratio > MAX_MATRIX_RATIO[bb.dtype_name(xp, wide)] or tol < 10 * bb.dtype_eps(xp, wide):
         # beyond 1 / eps no matrix route resolves tau (see check_clip_ratio): the SVD,
         # except under autodiff (its backward is NaN at repeated singular values)
-        beyond = ratio > 1.0 / bb.dtype_eps(xp, wide)
+        beyond = ratio > clip_ratio_limit(xp, dtype)
         return "newton" if (accelerator and not beyond) or bb.is_differentiated(B) else "svd"
     if eps is None and known and ratio <= EIGH_MAX_RATIO and cpu_takes_eigh(xp, B, dtype):
         return "eigh"

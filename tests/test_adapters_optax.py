@@ -322,3 +322,21 @@ def test_optax_mucon_passes_tol_and_floor_to_clip():
     tight = np.asarray(spectral_ops.clip(jnp.asarray(g), 2.0, method="polar", steps=2))
     np.testing.assert_allclose(ours, ref, atol=1e-4)
     assert np.abs(ref - tight).max() > 1e-3  # floor changes the design
+
+
+@pytest.mark.parametrize("preset", ["muon", "mucon", "muon_p"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_updates_keep_the_gradients_16bit_dtype(preset, dtype):
+    # the float32 bias corrections promoted mu_hat, and the spectral updates came back
+    # float32 (optax.contrib.muon returns the gradients' dtype)
+    dt = getattr(jnp, dtype)
+    params = {"w": jnp.full((8, 16), 0.1, dt), "v": jnp.ones((16, 8), dt),
+              "b": jnp.ones((8,), dt)}
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(0), p.shape).astype(p.dtype),
+                         params)
+    tx = getattr(so, preset)(0.02)
+    state = tx.init(params)
+    for update in (tx.update, jax.jit(tx.update)):
+        u, state = update(grads, state, params)
+        assert {k: v.dtype for k, v in u.items()} == {k: dt for k in params}
+        assert all(bool(jnp.isfinite(v.astype(jnp.float32)).all()) for v in u.values())

@@ -810,3 +810,41 @@ def test_torch_muon_stacks_transposed_shapes_in_one_call(monkeypatch):
     monkeypatch.setattr(opt.direction.__class__, "__call__", spy)
     opt.step()
     assert sorted(calls) == [(8, 16), (16, 8)]
+
+
+@pytest.mark.parametrize("name", ["Muon", "MuCon", "MuonP"])
+@pytest.mark.parametrize("shape", [(4, 0), (0, 4), (2, 0, 3)], ids=str)
+def test_zero_size_parameters_are_left_alone(name, shape):
+    # Muon/MuCon at (4, 0) divided by a zero fan-in; MuonP reduced over an empty matrix
+    import spectral_ops.adapters.torch as sat
+    cls = getattr(sat, name)
+    torch.manual_seed(0)
+    q0 = torch.randn(4, 6)
+    runs = []
+    for with_empty in (True, False):
+        q = torch.nn.Parameter(q0.clone())
+        e = torch.nn.Parameter(torch.zeros(*shape))
+        opt = cls([e, q] if with_empty else [q])
+        for _ in range(2):
+            q.grad = torch.ones_like(q)
+            e.grad = torch.zeros_like(e)
+            opt.step()
+        runs.append(q.detach().clone())
+        assert e.shape == shape
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("key,value,match", [("method", "svd", "one per optimizer"),
+                                             ("tau", 0.1, "one per optimizer"),
+                                             ("p", 0.25, "one per optimizer"),
+                                             ("betas", (0.1, 0.2), "adamw_betas")])
+def test_direction_options_in_a_group_are_refused(key, value, match):
+    # they were accepted and had no effect
+    a = torch.nn.Parameter(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=match):
+        st.Muon([{"params": [a], key: value}])
+    opt = st.Muon([torch.nn.Parameter(torch.zeros(3, 4))])
+    with pytest.raises(ValueError, match=match):
+        opt.add_param_group({"params": [a], key: value})
+    assert len(opt.param_groups) == 1
+    st.Muon([{"params": [a], "initial_lr": 0.1}])  # what LR schedulers keep in a group

@@ -305,11 +305,24 @@ def test_eigh_polar_of_a_rank_deficient_float32_input_follows_the_svd(framework,
     B = b if framework == "numpy" else pytest.importorskip(
         "torch", reason="torch is not installed").from_numpy(b)
     ref = to_numpy(polar(B, method="svd")).astype(np.float64)
-    for Y in (polar(B), polar(B, method="eigh"), power(B, 0)):
+    for Y in (polar(B), polar(B, method="eigh"), power(B, 0), power(B, 0, method="eigh")):
         y = to_numpy(Y).astype(np.float64)
         assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 1e-5
     from spectral_ops import polar_plan
     assert polar_plan(B).method == "eigh"  # what the first line above exercised
+
+
+@pytest.mark.parametrize("shape,floor", [((64, 4096), 1e-4), ((32, 16384), 1e-3)], ids=str)
+def test_eigh_polar_cut_off_stays_below_the_floor(shape, floor):
+    # n eps32 passes 1e-4 at n = 840 and 1e-3 at n = 8390: uncapped, the cut-off zeroed
+    # singular values the floor promises (11 of 64 here at floor 1e-4, max |s - 1| = 1)
+    from spectral_ops.testing import from_spectrum
+    m = shape[0]
+    b = from_spectrum(np.geomspace(1.0, floor, m), shape, seed=0).astype(np.float32)
+    y = polar(b, method="eigh", floor=floor).astype(np.float64)
+    _, _, vh = np.linalg.svd(b.astype(np.float64), full_matrices=False)
+    band = np.linalg.svd(y @ vh.T, compute_uv=False)
+    assert np.abs(band - 1).max() <= 1e-5, np.abs(band - 1).max()
 
 
 @pytest.mark.parametrize("kind,method", MAPS)
@@ -323,16 +336,27 @@ def test_array_api_strict_on_another_device(kind, method):
     assert np.isfinite(to_numpy(Y)).all()
 
 
+TINY32 = 2.0**-126 * (1 + 1e-5)  # float32's smallest normal value, with round-off
+
+
+@pytest.mark.parametrize("framework", ["numpy", "jax"])
 @pytest.mark.parametrize("method", ["auto", "svd"])
-def test_clip_tau_below_the_dtype_is_zero_not_nan(method, recwarn):
-    B = make_matrix("gaussian", (6, 10), seed=2).astype(np.float32)
-    for tau in (1e-300, 1e-46):  # positive, but 0 in float32
-        y = clip(B, tau, method=method)
-        assert np.isfinite(y).all() and np.abs(y).max() <= 2.0**-149
-    batch = np.stack([B, B, B])
-    y = clip(batch, np.array([1.0, 1e-300, 1.0]), method=method)
-    assert np.isfinite(y).all() and np.abs(y[1]).max() <= 2.0**-149
-    assert np.linalg.norm(y[0] - clip(B, 1.0, method="svd")) <= 1e-6
+def test_clip_tau_below_the_dtype_is_zero_not_nan(framework, method, recwarn):
+    # a positive tau that is 0 in float32 made the result NaN; it now counts as float32's
+    # smallest normal value (not a subnormal: XLA on CPUs flushes those to zero)
+    b = make_matrix("gaussian", (6, 10), seed=2).astype(np.float32)
+    if framework == "jax":
+        jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
+        conv = jnp.asarray
+    else:
+        conv = np.asarray
+    for tau in (1e-300, 1e-46, 1e-40):  # positive, but 0 or subnormal in float32
+        y = to_numpy(clip(conv(b), tau, method=method))
+        assert np.isfinite(y).all() and np.linalg.norm(y.astype(np.float64), 2) <= TINY32
+    y = to_numpy(clip(conv(np.stack([b, b, b])), conv(np.array([1.0, 1e-300, 1.0])),
+                      method=method))
+    assert np.isfinite(y).all() and np.linalg.norm(y[1].astype(np.float64), 2) <= TINY32
+    assert np.linalg.norm(y[0] - clip(b, 1.0, method="svd")) <= 1e-6
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 

@@ -167,6 +167,8 @@ def _scale_by_spectral(direction, momentum, nesterov, scale, batch_dims, mu_dtyp
             idx = jax.pure_callback(lambda c: np.int32(sched.index(int(c))),
                                     jax.ShapeDtypeStruct((), jnp.int32), state.count)
         out = _apply_batched(direction, leaves, idx, scale, batch_dims, mesh)
+        # in the gradients' dtypes (the float32 bias corrections promote a bfloat16 mu_hat)
+        out = [o.astype(g.dtype) for o, g in zip(out, jax.tree.leaves(updates))]
         return jax.tree.unflatten(treedef, out), ScaleBySpectralState(count=t, mu=mu)
 
     return optax.GradientTransformation(init_fn, update_fn)

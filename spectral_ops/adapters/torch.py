@@ -27,6 +27,7 @@ and device are stacked into one batched call of the core.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from fractions import Fraction
@@ -46,6 +47,10 @@ __all__ = ["SpectralOptimizer", "Muon", "MuCon", "MuonP", "DynMuon", "Direction"
 _STATE_KEYS_FP32 = ("momentum_buffer", "exp_avg", "exp_avg_sq")
 #: every per-parameter state entry this optimizer writes (and reads back)
 _STATE_KEYS = ("momentum_buffer", "step", "exp_avg", "exp_avg_sq")
+#: the direction's options: one per optimizer, refused in a parameter group
+_DIRECTION_OPTIONS = frozenset(f.name for f in dataclasses.fields(Direction))
+#: other optimizers' group options, refused with the name of ours
+_OTHER_NAMES = {"betas": "adamw_betas", "eps": "adamw_eps"}
 #: the parameter-group entries of every state dict this optimizer has written
 _GROUP_KEYS = ("lr", "momentum", "nesterov", "weight_decay", "scale", "adamw_lr", "adamw_betas",
                "adamw_eps", "adamw_weight_decay", "spectral", "batch_dims")
@@ -168,6 +173,14 @@ class SpectralOptimizer(torch.optim.Optimizer):
     def _check_params(self, group):
         name = type(self).__name__
         self._check_group(group, name)
+        # options of the whole optimizer (its direction) or of another optimizer, which a
+        # group would otherwise carry without effect
+        misplaced = sorted(set(group) & (_DIRECTION_OPTIONS | set(_OTHER_NAMES)))
+        if misplaced:
+            key = misplaced[0]
+            hint = (f"use {_OTHER_NAMES[key]!r}" if key in _OTHER_NAMES else
+                    "it is one per optimizer: build a second optimizer for these parameters")
+            raise ValueError(f"{name}: {key!r} is not a parameter-group option ({hint}).")
         for p in group["params"]:
             if torch.is_complex(p):
                 raise ValueError(f"{name}: complex parameters are not supported.")
@@ -329,6 +342,9 @@ class SpectralOptimizer(torch.optim.Optimizer):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p, dtype=self._state_dtype(p))
                 state["step"] = 0
+            if p.numel() == 0:  # nothing to update (its fan-in or fan-out is 0)
+                state["step"] += 1
+                continue
             buf = state["momentum_buffer"]
             g = p.grad if p.grad.dtype == buf.dtype else p.grad.to(buf.dtype)
             if ok is not None and p in ok:
