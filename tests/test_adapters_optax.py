@@ -278,8 +278,18 @@ def test_optax_muon_defaults_are_the_documented_ones():
     import inspect
 
     sig = inspect.signature(so.muon)
+    # floor and tol default to None (kept out of optax.inject_hyperparams' arrays) and
+    # resolve to 1e-2 and 0.3: the same updates as those values given
     assert (sig.parameters["method"].default, sig.parameters["floor"].default,
-            sig.parameters["tol"].default) == ("polar_express", 1e-2, 0.3)
+            sig.parameters["tol"].default) == ("polar_express", None, None)
+    g = jax.random.normal(jax.random.key(1), (16, 32))
+    w = {"k": jnp.zeros_like(g)}
+
+    def update(tx):
+        return np.asarray(tx.update({"k": g}, tx.init(w), w)[0]["k"])
+
+    np.testing.assert_array_equal(
+        update(so.muon(1.0)), update(so.muon(1.0, method="polar_express", floor=1e-2, tol=0.3)))
     for f in (so.mucon,):
         assert f.__kwdefaults__["floor"] is None and f.__kwdefaults__["tol"] is None
     assert so.muon_p.__kwdefaults__["floor"] is None and "tol" not in so.muon_p.__kwdefaults__
@@ -340,3 +350,28 @@ def test_updates_keep_the_gradients_16bit_dtype(preset, dtype):
         u, state = update(grads, state, params)
         assert {k: v.dtype for k, v in u.items()} == {k: dt for k in params}
         assert all(bool(jnp.isfinite(v.astype(jnp.float32)).all()) for v in u.values())
+
+
+@pytest.mark.parametrize("preset,static", [("muon", ()), ("mucon", ()), ("muon_p", ("p",))])
+def test_inject_hyperparams(preset, static):
+    # it failed at init (batch_dims became an array, **adam came in as adam={}) and under
+    # jit (the traced momentum was read with .item())
+    params = {"w": jnp.full((8, 16), 0.1), "b": jnp.ones((8,))}
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(0), p.shape), params)
+    factory = getattr(so, preset)
+    tx = optax.inject_hyperparams(factory, static_args=static)(learning_rate=0.02)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    plain = factory(0.02)
+    pstate = plain.init(params)
+    u, state = step(grads, state, params)
+    r, pstate = plain.update(grads, pstate, params)
+    for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(r)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    state.hyperparams["learning_rate"] = jnp.asarray(0.01)  # changed between steps
+    u, state = step(grads, state, params)
+    r, pstate = plain.update(grads, pstate, params)
+    np.testing.assert_allclose(np.asarray(u["w"]), 0.5 * np.asarray(r["w"]), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="momentum"):  # checked where concrete (init)
+        optax.inject_hyperparams(factory, static_args=static)(
+            learning_rate=0.02, momentum=1.5).init(params)

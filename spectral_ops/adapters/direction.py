@@ -119,8 +119,13 @@ def check_real(owner: str, name: str, value, *, lo=None, hi=None, lo_open=False,
     """``value`` as a float, or a ``TypeError``/``ValueError`` naming ``owner``.
 
     Accepts Python and NumPy real scalars (not bools); must be finite and in the
-    interval given by ``lo``/``hi`` (open ends with ``lo_open``/``hi_open``).
+    interval given by ``lo``/``hi`` (open ends with ``lo_open``/``hi_open``). A
+    traced JAX value comes back unchecked: ``optax.inject_hyperparams`` rebuilds
+    the transformation with traced hyperparameters inside ``jit``, after building
+    it once with the same values concrete, where they were checked.
     """
+    if _bb.is_traced(value):
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         item = getattr(value, "item", None)  # a one-element array (e.g. a 0-d tensor)
         if item is None or getattr(value, "ndim", None) != 0:

@@ -48,7 +48,7 @@ import optax
 from jax.experimental import checkify
 
 from ._jax_dist import find_mesh, spread_map
-from .direction import (DEFAULT_POLAR_FLOOR, DEFAULT_POLAR_METHOD, DEFAULT_POLAR_TOL,
+from .direction import (DEFAULT_POLAR_METHOD,
                         DEFAULT_SCALE, NONFINITE,
                         SCALES, Direction, check_bool, check_choice, check_int, check_real,
                         scale_factor, smax_log)
@@ -305,6 +305,12 @@ def _partition(name, spectral_tx, learning_rate, weight_decay, spectral_mask, ad
 def _preset(name, direction_kw, learning_rate, weight_decay, spectral_mask, adam, *, momentum,
             nesterov, scale, batch_dims, mu_dtype, nonfinite, hints=None):
     """A preset: checks every argument (naming ``name``), then builds the partition."""
+    adam = dict(adam)
+    if isinstance(adam.get("adam"), dict):  # optax.inject_hyperparams passes **adam as adam=
+        adam = {**adam.pop("adam"), **adam}
+    # None (the default): no stacked matrices; a None default is also what keeps
+    # optax.inject_hyperparams from turning it into an array
+    batch_dims = 0 if batch_dims is None else batch_dims
     _check_common(name, momentum=momentum, nesterov=nesterov, scale=scale,
                   batch_dims=batch_dims, nonfinite=nonfinite)
     direction = Direction(**direction_kw, owner=name)
@@ -320,8 +326,8 @@ _POWER_HINTS = {"steps": " (power's step counts follow from p and the dtype)",
 
 def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
          weight_decay: float = 0.0, method: str = DEFAULT_POLAR_METHOD, steps: int | None = None,
-         scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float = DEFAULT_POLAR_FLOOR,
-         tol: float = DEFAULT_POLAR_TOL, batch_dims: int = 0, spectral_mask=None, mu_dtype=None,
+         scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float | None = None,
+         tol: float | None = None, batch_dims: int | None = None, spectral_mask=None, mu_dtype=None,
          nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """Muon: the polar factor of the momentum.
 
@@ -339,7 +345,15 @@ def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
     ``adam_weight_decay``, ``adam_nesterov``: ``optax.contrib.muon``'s defaults).
     ``mu_dtype``: dtype of the momentum (e.g. ``jnp.float32`` for bfloat16
     parameters). ``nonfinite``: ``"skip"``, ``"raise"`` or ``"ignore"`` (module
-    docstring), for both the spectral and the AdamW leaves.
+    docstring), for both the spectral and the AdamW leaves. ``floor`` and ``tol``
+    default (None) to those values, ``batch_dims`` to 0.
+
+    ``optax.inject_hyperparams(muon)(learning_rate=...)`` makes
+    ``learning_rate``, ``momentum`` and ``weight_decay`` (and the ``adam_*``
+    numbers given) hyperparameters in the state, changeable between steps;
+    options the plans are made from (``steps``, ``floor``, ``tol``,
+    ``batch_dims``; mucon's ``tau``, muon_p's ``p``, dyn_muon's ``p_schedule``)
+    must then be left at None or named in ``static_args``.
     """
     return _preset("muon", dict(kind="polar", method=method, steps=steps,
                                 compute_dtype=compute_dtype, floor=floor, tol=tol),
@@ -352,7 +366,7 @@ def muon(learning_rate, *, momentum: float = 0.95, nesterov: bool = True,
 def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
           nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
           steps: int | None = None, scale: str = DEFAULT_SCALE, compute_dtype=None,
-          floor: float | None = None, tol: float | None = None, batch_dims: int = 0,
+          floor: float | None = None, tol: float | None = None, batch_dims: int | None = None,
           spectral_mask=None, mu_dtype=None, normalize: bool = True,
           nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """MuCon: the momentum with its singular values clipped.
@@ -376,7 +390,7 @@ def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
 def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
            nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
            scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float | None = None,
-           batch_dims: int = 0, spectral_mask=None, mu_dtype=None, normalize: bool = True,
+           batch_dims: int | None = None, spectral_mask=None, mu_dtype=None, normalize: bool = True,
            nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """Muon^p: the fractional power ``U S^p V^T`` of the momentum, ``p`` in [-1, 1].
 
@@ -395,7 +409,7 @@ def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
 def dyn_muon(learning_rate, *, p_schedule: Callable, momentum: float = 0.95,
              nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
              scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float | None = None,
-             batch_dims: int = 0, spectral_mask=None, mu_dtype=None, normalize: bool = True,
+             batch_dims: int | None = None, spectral_mask=None, mu_dtype=None, normalize: bool = True,
              nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
     """DynMuon: Muon^p with ``p = p_schedule(step)``, a
     :class:`~spectral_ops.schedules.GridSchedule` such as
