@@ -848,3 +848,18 @@ def test_direction_options_in_a_group_are_refused(key, value, match):
         opt.add_param_group({"params": [a], key: value})
     assert len(opt.param_groups) == 1
     st.Muon([{"params": [a], "initial_lr": 0.1}])  # what LR schedulers keep in a group
+
+
+@pytest.mark.parametrize("key,value", [("momentum", 2.0), ("lr", -5.0), ("scale", "bogus")])
+def test_load_state_dict_checks_the_group_values(key, value):
+    # they loaded, and a bad scale raised only at the next step
+    a = torch.nn.Parameter(torch.randn(3, 4))
+    opt = st.Muon([a])
+    a.grad = torch.randn_like(a)
+    opt.step()
+    sd = opt.state_dict()
+    sd["param_groups"][0][key] = value
+    before = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    with pytest.raises(ValueError, match=f"load_state_dict.*{key}"):
+        opt.load_state_dict(sd)
+    assert {k: v for k, v in opt.param_groups[0].items() if k != "params"} == before

@@ -464,13 +464,16 @@ class SpectralOptimizer(torch.optim.Optimizer):
 
         A state dict of another optimizer (e.g. ``torch.optim.Adam`` or ``SGD``)
         is refused with a ``ValueError`` before anything changes: its groups
-        lack this optimizer's hyperparameters. State dicts written by earlier
+        lack this optimizer's hyperparameters; so is a group value the
+        constructor would refuse (``momentum=2.0``, ``scale="bogus"``). State dicts written by earlier
         versions of these optimizers load; a group entry added since takes this
         optimizer's current value.
         """
         self._check_state_dict(state_dict)
         groups = [{**{k: v for k, v in ours.items() if k != "params"}, **saved}
                   for saved, ours in zip(state_dict["param_groups"], self.param_groups)]
+        for group in groups:  # the saved hyperparameters, as the constructor checks them
+            self._check_group(group, f"{type(self).__name__}.load_state_dict")
         state_dict = {**state_dict, "param_groups": groups}
         super().load_state_dict(state_dict)
         # saved keys as the base class maps them: through the groups' "params" lists
