@@ -390,8 +390,9 @@ def mucon(learning_rate, *, tau: float | None = None, momentum: float = 0.95,
 def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
            nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
            scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float | None = None,
-           batch_dims: int | None = None, spectral_mask=None, mu_dtype=None, normalize: bool = True,
-           nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
+           batch_dims: int | None = None, spectral_mask=None, mu_dtype=None,
+           normalize: bool = True, nonfinite: str = "skip",
+           **adam) -> optax.GradientTransformation:
     """Muon^p: the fractional power ``U S^p V^T`` of the momentum, ``p`` in [-1, 1].
 
     ``normalize=True`` (default): divided by ``s_max^p`` per matrix (top singular
@@ -409,8 +410,9 @@ def muon_p(learning_rate, *, p: float | Fraction = 0.5, momentum: float = 0.95,
 def dyn_muon(learning_rate, *, p_schedule: Callable, momentum: float = 0.95,
              nesterov: bool = True, weight_decay: float = 0.0, method: str = "auto",
              scale: str = DEFAULT_SCALE, compute_dtype=None, floor: float | None = None,
-             batch_dims: int | None = None, spectral_mask=None, mu_dtype=None, normalize: bool = True,
-             nonfinite: str = "skip", **adam) -> optax.GradientTransformation:
+             batch_dims: int | None = None, spectral_mask=None, mu_dtype=None,
+             normalize: bool = True, nonfinite: str = "skip",
+             **adam) -> optax.GradientTransformation:
     """DynMuon: Muon^p with ``p = p_schedule(step)``, a
     :class:`~spectral_ops.schedules.GridSchedule` such as
     ``spectral_ops.schedules.dynmuon_schedule(total_steps)``; ``normalize`` as

@@ -465,9 +465,9 @@ class SpectralOptimizer(torch.optim.Optimizer):
         A state dict of another optimizer (e.g. ``torch.optim.Adam`` or ``SGD``)
         is refused with a ``ValueError`` before anything changes: its groups
         lack this optimizer's hyperparameters; so is a group value the
-        constructor would refuse (``momentum=2.0``, ``scale="bogus"``). State dicts written by earlier
-        versions of these optimizers load; a group entry added since takes this
-        optimizer's current value.
+        constructor would refuse (``momentum=2.0``, ``scale="bogus"``). State
+        dicts written by earlier versions of these optimizers load; a group entry
+        added since takes this optimizer's current value.
         """
         self._check_state_dict(state_dict)
         groups = [{**{k: v for k, v in ours.items() if k != "params"}, **saved}
