@@ -74,6 +74,8 @@
 #   GPU_CHECK_REPEAT      asv repeat attribute (default "(1,5,2.0)": 1 to 5 samples within 2 s)
 #   GPU_CHECK_SITE        where the wheels go (default /tmp/site; a temporary folder in a dry run)
 #   GPU_CHECK_COMMIT      the real commit hash of the files (preferred over a carried .git)
+#   GPU_CHECK_GROUPS      comma-separated headline groups to run (default: all, in order), for a
+#                         second short call that completes a group the first ran out of time for
 
 set -uo pipefail
 
@@ -422,6 +424,10 @@ print("asv machine:", info)
 EOF
     group_notes=() asv_failed=0
     for g in $("$PY" "$SUMMARIZER" groups); do
+        if [ -n "${GPU_CHECK_GROUPS:-}" ] && [[ ",$GPU_CHECK_GROUPS," != *",$g,"* ]]; then
+            echo "-- group $g: not selected (GPU_CHECK_GROUPS=$GPU_CHECK_GROUPS)"
+            continue
+        fi
         rem=$(( $(left) - RESERVE ))
         if [ "$rem" -lt "$GROUP_MIN" ]; then
             echo "-- group $g: skipped, ${rem} s left"

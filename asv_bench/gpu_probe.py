@@ -20,6 +20,8 @@ Sections (each CUDA-only part prints "no cuda" elsewhere):
   precision pinned to "highest", and timed an SVD for tau inside ``clip``);
 * ``jax``: jitted JAX ``polar`` and the optax ``muon`` update against the same
   iteration in torch, with the plan, and whether the lowered update holds an SVD;
+* ``host``: bfloat16 ``polar`` on matrices too small to take GPU time (the host's
+  cost per call: launches and scalar work) and the kernels it launches;
 * ``clip``: float32 ``clip`` ``"polar"`` with the default design (nothing read on
   the device: ``s_max / tau <= 1 / floor`` assumed, which puts ``H`` and the sign
   in float64) against the same call given ``ratio = ||B||_F / tau`` (float32
@@ -252,6 +254,28 @@ def clipsec():
               + f"; svd {1e3 * t_svd:.1f} ms; polar_express {1e3 * t_pe:.2f} ms", flush=True)
 
 
+def host():
+    section("host overhead: bfloat16 polar on matrices too small to take GPU time; us, median of 50")
+    if not CUDA:
+        print("no cuda"); return
+    from spectral_ops.testing import torch_muon_newton_schulz
+    ref, why = torch_muon_newton_schulz()
+    for shape in [(8, 32), (256, 256), (4, 256, 256)]:
+        B = torch.randn(shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0)).bfloat16()
+        r = {"polar_express": tmed(lambda: polar(B, method="polar_express"), 50),
+             "jordan": tmed(lambda: polar(B, method="jordan", steps=5), 50)}
+        if ref is not None and B.ndim == 2:
+            r["torch_muon_ns"] = tmed(lambda: ref(B), 50)
+        # kernels launched per call (each is at least one host-side launch)
+        from torch.profiler import profile, ProfilerActivity
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as pr:
+            polar(B, method="polar_express"); sync()
+        kernels = sum(1 for e in pr.events() if e.device_type.name == "CUDA")
+        ops = sum(1 for e in pr.events() if e.device_type.name == "CPU" and e.cpu_parent is None)
+        print("x".join(map(str, shape)), {k: round(1e6 * v, 1) for k, v in r.items()},
+              f"polar_express per call: {kernels} CUDA kernels, {ops} top-level ops", flush=True)
+
+
 def quick():
     section("bf16 polar: medians of 20 calls (ms)")
     if not CUDA:
@@ -269,7 +293,7 @@ def quick():
 
 for name in SECTIONS:
     fn = {"quick": quick, "acc": acc, "prof": prof, "cross": cross, "svd": svd, "jax": jaxsec,
-          "clip": clipsec}[name]
+          "clip": clipsec, "host": host}[name]
     try:
         fn()
     except Exception:
