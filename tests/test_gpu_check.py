@@ -188,7 +188,7 @@ def test_performance_page_counts_the_headline_selection():
             in page)
 
 
-_GPU_RUNS = {"H100, d11d2a3": ("h100", "d11d2a3d"), "H200, d11d2a3": ("h200", "d11d2a3d"),
+_GPU_RUNS = {"H100, dae265a": ("h100", "dae265ae"), "H100, d11d2a3": ("h100", "d11d2a3d"), "H200, d11d2a3": ("h200", "d11d2a3d"),
              "H200, 695cb51": ("h200", "695cb517")}
 
 
@@ -215,6 +215,9 @@ def test_performance_page_gpu_test_counts_come_from_the_committed_junit():
     results = ROOT / "asv_bench" / "results"
     h100 = gs.junit_line(results / "h100" / "pytest-gpu-d11d2a3d.xml")
     h200 = gs.junit_line(results / "h200" / "pytest-gpu-695cb517.xml")
+    latest = gs.junit_line(results / "h100" / "pytest-gpu-dae265ae.xml")
+    assert latest.startswith("1578 passed, 1 failed, 0 errors, 1 skipped of 1580 in 59 s")
+    assert "1578 passed, 1 xfailed and 1 failed in 59 s on 8 workers, of 1580" in page
     assert h100.startswith("1288 passed, 4 failed, 0 errors, 1 skipped of 1293")
     assert h200.startswith("1292 passed, 0 failed, 0 errors, 1 skipped of 1293 in 31 s")
     assert "1288 passed and 4 failed" in page and "1292 passed, 1 xfailed, none failed" in page
