@@ -400,13 +400,19 @@ def frobenius_scale(xp, x):
 
 def frobenius_norm(xp, x):
     """``||x||_F`` per matrix, shape (..., 1, 1), in the wide dtype (no copy where
-    ``x`` is already wide), for inputs whose squares cannot overflow.
+    ``x`` is already wide, nor for 16-bit torch tensors on CUDA), for inputs whose
+    squares cannot overflow.
 
     Its derivative at a zero matrix is 0, not NaN: torch's norm takes that
     subgradient; JAX differentiates ``sqrt(sum(x^2))`` there as ``0 * inf``, so
     for JAX the root is taken of a safe value (under ``jit`` it is one fusion).
     """
-    xw = xp.astype(x, wide_dtype(xp, x.dtype), copy=False)
+    wide = wide_dtype(xp, x.dtype)
+    if array_api_compat.is_torch_array(x) and x.dtype != wide:
+        # torch reduces a 16-bit tensor into float32 in one CUDA kernel (no widened
+        # copy of x); on the CPU it widens first, as astype would
+        return xp.linalg.vector_norm(x, axis=(-2, -1), keepdims=True, dtype=wide)
+    xw = xp.astype(x, wide, copy=False)
     if not array_api_compat.is_jax_array(x):  # one call, a single fused kernel in torch
         return xp.linalg.vector_norm(xw, axis=(-2, -1), keepdims=True)
     s2 = xp.sum(xw * xw, axis=(-2, -1), keepdims=True)
