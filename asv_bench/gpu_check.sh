@@ -103,6 +103,16 @@ fi
 
 PY=$(command -v "${PYTHON:-python3}") || { echo "$0: no interpreter ${PYTHON:-python3}" >&2; exit 64; }
 case "$PY" in /*) ;; *) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute, links kept
+ALL_GROUPS=$("$PY" "$HERE/gpu_summary.py" groups) || { echo "$0: asv_bench/gpu_summary.py groups failed" >&2; exit 64; }
+if [ -n "${GPU_CHECK_GROUPS:-}" ]; then
+    for g in ${GPU_CHECK_GROUPS//,/ }; do
+        if ! grep -qxF -- "$g" <<< "$ALL_GROUPS"; then
+            echo "$0: GPU_CHECK_GROUPS names no headline group '$g'; the groups are: $(echo $ALL_GROUPS | tr ' ' ',')" >&2
+            exit 64
+        fi
+    done
+fi
+selected() { [ -z "${GPU_CHECK_GROUPS:-}" ] || [[ ",$GPU_CHECK_GROUPS," == *",$1,"* ]]; }
 BUDGET=${GPU_CHECK_BUDGET_S:-400}
 PYTEST_BUDGET=${GPU_CHECK_PYTEST_S:-170}
 WORKERS=${GPU_CHECK_WORKERS:-8}
@@ -381,7 +391,11 @@ if [ "$DRY" = 1 ]; then
     "$PY" "$SUMMARIZER" check > "$TMP/check.txt" 2>&1 || status=FAILED
     cat "$TMP/check.txt"
     notes+=("$(tail -n 1 "$TMP/check.txt")")
-    for g in $("$PY" "$SUMMARIZER" groups); do
+    for g in $ALL_GROUPS; do
+        if ! selected "$g"; then
+            echo "-- group $g: not selected (GPU_CHECK_GROUPS=$GPU_CHECK_GROUPS)"
+            continue
+        fi
         echo "-- group $g:"
         "$PY" "$SUMMARIZER" regexes "$g" | sed 's/^/   -b /'
     done
@@ -423,8 +437,8 @@ MachineCollection.save(name, info)
 print("asv machine:", info)
 EOF
     group_notes=() asv_failed=0
-    for g in $("$PY" "$SUMMARIZER" groups); do
-        if [ -n "${GPU_CHECK_GROUPS:-}" ] && [[ ",$GPU_CHECK_GROUPS," != *",$g,"* ]]; then
+    for g in $ALL_GROUPS; do
+        if ! selected "$g"; then
             echo "-- group $g: not selected (GPU_CHECK_GROUPS=$GPU_CHECK_GROUPS)"
             continue
         fi

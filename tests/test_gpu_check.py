@@ -178,6 +178,29 @@ def test_bad_usage_and_non_empty_outdir(tmp_path):
     assert proc.returncode == 64 and "not empty" in proc.stderr
 
 
+def test_groups_selection(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, MACHINE="dry-run")
+    # a name that is no group: refused before anything runs, naming the variable
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "bad"), "--dry-run"],
+                          env=dict(env, GPU_CHECK_GROUPS="muon_step,no_such_group"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 64
+    assert "GPU_CHECK_GROUPS names no headline group 'no_such_group'" in proc.stderr
+    assert "muon_step" in proc.stderr  # the valid names are listed
+    # a valid selection: the other groups are named as not selected
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(SCRIPT), str(out), "--dry-run"],
+                          env=dict(env, GPU_CHECK_GROUPS="muon_step"),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    log = (out / "gpu_check.log").read_text()
+    for g in gs.HEADLINE:
+        if g == "muon_step":
+            assert f"-- group {g}:\n" in log
+        else:
+            assert f"-- group {g}: not selected (GPU_CHECK_GROUPS=muon_step)" in log
+
+
 def test_performance_page_counts_the_headline_selection():
     # docs/performance.md states the size of HEADLINE; it must follow the list
     from pathlib import Path
