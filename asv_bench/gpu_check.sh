@@ -104,15 +104,30 @@ fi
 PY=$(command -v "${PYTHON:-python3}") || { echo "$0: no interpreter ${PYTHON:-python3}" >&2; exit 64; }
 case "$PY" in /*) ;; *) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute, links kept
 ALL_GROUPS=$("$PY" "$HERE/gpu_summary.py" groups) || { echo "$0: asv_bench/gpu_summary.py groups failed" >&2; exit 64; }
-if [ -n "${GPU_CHECK_GROUPS:-}" ]; then
-    for g in ${GPU_CHECK_GROUPS//,/ }; do
+# GPU_CHECK_GROUPS: whitespace ignored, split on commas, empty items skipped; every name
+# must be a group and at least one must be given (a set but empty selection is refused)
+SELECTED=()
+if [ -n "${GPU_CHECK_GROUPS+set}" ]; then
+    IFS=, read -ra names <<< "${GPU_CHECK_GROUPS//[[:space:]]/}"
+    for g in "${names[@]}"; do
+        [ -n "$g" ] || continue
         if ! grep -qxF -- "$g" <<< "$ALL_GROUPS"; then
             echo "$0: GPU_CHECK_GROUPS names no headline group '$g'; the groups are: $(echo $ALL_GROUPS | tr ' ' ',')" >&2
             exit 64
         fi
+        SELECTED+=("$g")
     done
+    if [ ${#SELECTED[@]} -eq 0 ]; then
+        echo "$0: GPU_CHECK_GROUPS is set but names no group; unset it to run all, or name some of: $(echo $ALL_GROUPS | tr ' ' ',')" >&2
+        exit 64
+    fi
 fi
-selected() { [ -z "${GPU_CHECK_GROUPS:-}" ] || [[ ",$GPU_CHECK_GROUPS," == *",$1,"* ]]; }
+selected() {  # selected GROUP: whether GROUP runs
+    [ ${#SELECTED[@]} -eq 0 ] && return 0
+    local g
+    for g in "${SELECTED[@]}"; do [ "$g" = "$1" ] && return 0; done
+    return 1
+}
 BUDGET=${GPU_CHECK_BUDGET_S:-400}
 PYTEST_BUDGET=${GPU_CHECK_PYTEST_S:-170}
 WORKERS=${GPU_CHECK_WORKERS:-8}
@@ -393,7 +408,7 @@ if [ "$DRY" = 1 ]; then
     notes+=("$(tail -n 1 "$TMP/check.txt")")
     for g in $ALL_GROUPS; do
         if ! selected "$g"; then
-            echo "-- group $g: not selected (GPU_CHECK_GROUPS=$GPU_CHECK_GROUPS)"
+            echo "-- group $g: not selected (GPU_CHECK_GROUPS=$(IFS=,; echo "${SELECTED[*]}"))"
             continue
         fi
         echo "-- group $g:"
@@ -439,7 +454,7 @@ EOF
     group_notes=() asv_failed=0
     for g in $ALL_GROUPS; do
         if ! selected "$g"; then
-            echo "-- group $g: not selected (GPU_CHECK_GROUPS=$GPU_CHECK_GROUPS)"
+            echo "-- group $g: not selected (GPU_CHECK_GROUPS=$(IFS=,; echo "${SELECTED[*]}"))"
             continue
         fi
         rem=$(( $(left) - RESERVE ))

@@ -148,7 +148,7 @@ def test_fused_add_matches_generic(backend, dtype, shape, call, monkeypatch):
         assert err_fast <= 1.25 * err_slow + 1e-3 * np.linalg.norm(ref), (err_fast, err_slow)
     elif call == "power" and dtype == "float64":
         # power's root steps amplify the last-bit difference of the fused sum: on an
-        # H100 the two paths differed by 1.1e-12 of max|output| (probe-dae265ae.txt)
+        # H100 the two paths differed by 1.1e-12 of max|output| (pytest-gpu-dae265ae.xml)
         _assert_as_exact_as_generic(fast, slow, B, call, tol=1e-10)  # power's float64 target
     else:
         assert np.abs(fast - slow).max() <= TOL[dtype] * max(np.abs(slow).max(), 1e-30)

@@ -187,18 +187,24 @@ def test_groups_selection(tmp_path):
     assert proc.returncode == 64
     assert "GPU_CHECK_GROUPS names no headline group 'no_such_group'" in proc.stderr
     assert "muon_step" in proc.stderr  # the valid names are listed
-    # a valid selection: the other groups are named as not selected
+    # set but naming nothing: refused too (not a silent run of nothing)
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "empty"), "--dry-run"],
+                          env=dict(env, GPU_CHECK_GROUPS=" , "),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 64 and "names no group" in proc.stderr
+    # a valid selection, with spaces and an empty item: the other groups are named as
+    # not selected
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(SCRIPT), str(out), "--dry-run"],
-                          env=dict(env, GPU_CHECK_GROUPS="muon_step"),
+                          env=dict(env, GPU_CHECK_GROUPS=" muon_step, ,jax_jit "),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     log = (out / "gpu_check.log").read_text()
     for g in gs.HEADLINE:
-        if g == "muon_step":
+        if g in ("muon_step", "jax_jit"):
             assert f"-- group {g}:\n" in log
         else:
-            assert f"-- group {g}: not selected (GPU_CHECK_GROUPS=muon_step)" in log
+            assert f"-- group {g}: not selected (GPU_CHECK_GROUPS=muon_step,jax_jit)" in log
 
 
 def test_performance_page_counts_the_headline_selection():
