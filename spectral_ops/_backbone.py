@@ -60,6 +60,10 @@ class Prepared:
         Per matrix: whether the input is finite (and any per-matrix argument,
         such as clip's ``tau``, valid; see :func:`invalidate`). :func:`finish`
         turns the result of an invalid matrix into NaN.
+    amax : array, shape (..., 1, 1), or None
+        ``max|x|`` per matrix in ``x``'s dtype, where :func:`prepare` read it
+        on the way (torch, CuPy, NumPy): the prescale
+        (:func:`power_of_two_scale`) takes it instead of reading ``x`` again.
     """
 
     xp: Any
@@ -67,6 +71,7 @@ class Prepared:
     transposed: bool
     out_dtype: Any
     valid: Any = None
+    amax: Any = None
 
     @property
     def m(self) -> int:
@@ -172,21 +177,26 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     """
     xp = validate_array(B, name)
     dtype = resolve_dtype(xp, compute_dtype, B.dtype)
-    finite = all_finite(xp, B)
+    finite, amax = all_finite(xp, B)
     if check_finite:
         require(xp, finite, f"{name} contains NaN or infinite values; clean the input (e.g. "
                             f"zero the non-finite entries) or pass check_finite=False: then "
                             f"the result of such a matrix is NaN.")
     x = B if dtype == B.dtype else xp.astype(B, dtype)
-    x = xp.where(finite, x, xp.zeros_like(finite, dtype=x.dtype))  # (..., 1, 1): no full fill
+    zero = xp.zeros_like(finite, dtype=x.dtype)  # (..., 1, 1): no full fill
+    x = xp.where(finite, x, zero)
+    if amax is not None:  # max|x| of the zeroed x (rounding to a dtype is monotone)
+        amax = xp.where(finite, xp.astype(amax, x.dtype, copy=False), zero)
     transposed = B.shape[-2] > B.shape[-1]
     if transposed:
         x = xp.linalg.matrix_transpose(x)
-    return Prepared(xp=xp, x=x, transposed=transposed, out_dtype=B.dtype, valid=finite)
+    return Prepared(xp=xp, x=x, transposed=transposed, out_dtype=B.dtype, valid=finite,
+                    amax=amax)
 
 
 def all_finite(xp, B):
-    """Whether each matrix of ``B`` is free of NaN and infinity, shape (..., 1, 1).
+    """Whether each matrix of ``B`` is free of NaN and infinity, shape (..., 1, 1),
+    and ``max|B|`` per matrix where it was read on the way (else None).
 
     torch, CuPy and NumPy: ``isfinite(max|B|)`` (:func:`max_abs`), two passes
     (``isfinite`` then ``all`` takes five and, in array-api-compat's torch, a
@@ -197,8 +207,9 @@ def all_finite(xp, B):
     if 0 in B.shape[-2:] or not (array_api_compat.is_torch_array(B)
                                  or array_api_compat.is_cupy_array(B)
                                  or array_api_compat.is_numpy_array(B)):
-        return xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True)
-    return xp.isfinite(max_abs(xp, B))
+        return xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True), None
+    amax = max_abs(xp, B)
+    return xp.isfinite(amax), amax
 
 
 def max_abs(xp, x):
@@ -275,7 +286,7 @@ def require(xp, ok, message: str):
 def invalidate(prep: Prepared, ok) -> Prepared:
     """``prep`` whose matrices are also invalid where ``ok`` (shape (..., 1, 1)) is false."""
     return Prepared(xp=prep.xp, x=prep.x, transposed=prep.transposed, out_dtype=prep.out_dtype,
-                    valid=prep.valid & ok)
+                    valid=prep.valid & ok, amax=prep.amax)
 
 
 def finish(y, prep: Prepared):
@@ -343,8 +354,8 @@ def in_wide_dtype(kernel):
     return wrapper
 
 
-def power_of_two_scale(xp, x):
-    """``(x / 2^e, 2^e)`` per matrix, with ``2^e <= max|x| < 2^(e+1)``, exact.
+def power_of_two_scale(xp, x, amax=None):
+    """``(x / 2^e, 2^e)`` per matrix, with ``2^e <= max|x| < 2^(e+1)`` (see below), exact.
 
     Dividing by a power of two introduces no rounding. The factor is applied as
     two halves so that neither overflows (``2^149`` for the smallest float32
@@ -354,45 +365,55 @@ def power_of_two_scale(xp, x):
     within float32's range in bfloat16, so it is exact there too, and a product
     by it is exact unless it falls below the dtype's normal range (entries
     under ``2^-24 max|x|`` in float16), where it is rounded as a cast of the
-    float32 product would round it, to within one subnormal step. Zero (and
-    non-finite) matrices get ``2^0``. Returns ``x`` scaled in its dtype and
-    ``2^e`` in the wide dtype, shape ``(..., 1, 1)``.
+    float32 product would round it, to within one subnormal step. Zero and NaN
+    matrices get ``2^0``, matrices with an infinity the largest finite power of
+    two. Just below a power of two ``log2`` may round up to it (measured in
+    float32: within 5.3e-6 relative, at exponents from -131 to 127); there
+    ``max|x / 2^e|`` is in [1 - 2^-17, 1) instead of [1, 2), which is as safe;
+    XLA's ``log2`` on CPUs rounds down at some exact powers of two (2^13 in
+    float32), where it is 2.
+    Returns ``x`` scaled in its dtype and ``2^e`` in the wide dtype, shape
+    ``(..., 1, 1)``. ``amax``: ``max|x|`` per matrix where the caller has it
+    (:attr:`Prepared.amax`), which saves reading ``x`` twice.
+
+    At most twenty elementary operations (each a launch on a GPU, a fixed cost
+    per call there): ``max|x|``, a zero and NaN test, ``log2``, a cap, the
+    halves' exponents ``floor(-e/2)`` and ``ceil(-e/2)``, their powers, the
+    two products and ``2^e``.
     """
     wide = wide_dtype(xp, x.dtype)
     # abs and max are exact in any dtype: no widened copy of x
-    amax = xp.astype(max_abs(xp, x), wide, copy=False)
-    usable = (amax > 0) & (amax < math.inf)  # NaN compares false
-    amax = xp.where(usable, amax, xp.ones_like(amax))
+    amax = xp.astype(max_abs(xp, x) if amax is None else amax, wide, copy=False)
+    amax = xp.where(amax > 0, amax, xp.ones_like(amax))  # zero and NaN (compares false): 1
+    # capped so that 2^e stays finite: an infinite max (log2 gives inf), and log2
+    # rounding up to 2^(maxexp) just below the dtype's largest power of two
+    exponent = xp.minimum(xp.floor(xp.log2(amax)), xp.full_like(amax, _MAX_EXP[dtype_name(xp, wide)]))
     # made on x's device by a fill: a scalar copied from the host would make
     # torch wait for the device (a synchronisation per call)
     two = xp.full_like(amax, 2.0)
-    exponent = xp.floor(xp.log2(amax))
-    # log2 may round up to the next integer just below a power of two (within
-    # 2.6e-6 of 2^128 in float32): step back where 2^e > amax, tested without
-    # forming 2^e (infinite there) as 2^(e-1) > amax - 2^(e-1), exact where it
-    # matters (Sterbenz: amax in [2^(e-1), 2^e])
-    below = xp.pow(two, exponent - 1)
-    exponent = xp.where(below > amax - below, exponent - 1, exponent)
-    half = xp.floor(-exponent / 2)
-    up, down = xp.pow(two, half), xp.pow(two, -exponent - half)
+    t = exponent * -0.5  # the halves' exponents floor(t) + ceil(t) = -e, exactly
+    up, down = xp.pow(two, xp.floor(t)), xp.pow(two, xp.ceil(t))
     xs = (x * xp.astype(up, x.dtype, copy=False)) * xp.astype(down, x.dtype, copy=False)
-    scale = (1.0 / up) / down  # 2^e, exact: 1 / up is a power of two in range
-    return xs, scale
+    return xs, xp.pow(two, exponent)  # 2^e, finite: the exponent is capped
 
 
-def frobenius_scale(xp, x):
+#: The exponent of the largest finite power of two of the wide dtypes.
+_MAX_EXP = {"float32": 127.0, "float64": 1023.0}
+
+
+def frobenius_scale(xp, x, amax=None):
     """Scale each matrix of ``x`` to unit Frobenius norm, safely.
 
     Returns ``(x / ||x||_F, ||x / 2^e||_F, 2^e)``: the unit matrix, and the norm
-    as a factor near 1 (in [1, 2 sqrt(mn)]) times the exact power of two of
+    as a factor near 1 (in [1 - 2^-17, 2 sqrt(mn)]) times the exact power of two of
     :func:`power_of_two_scale`, both in the wide dtype and of shape
     ``(..., 1, 1)``, so a caller can form ``||x||_F^p`` without overflow. The
-    prescale brings the largest entry into [1, 2), so the sum of squares
+    prescale brings the largest entry into [1 - 2^-17, 2), so the sum of squares
     neither overflows nor underflows from the smallest subnormal to the
     largest finite value of the dtype. Zero matrices come back as zeros with
-    norm 0 (never NaN).
+    norm 0 (never NaN). ``amax`` as in :func:`power_of_two_scale`.
     """
-    xs, two_e = power_of_two_scale(xp, x)
+    xs, two_e = power_of_two_scale(xp, x, amax)
     norm_s = frobenius_norm(xp, xs)
     safe = xp.where(norm_s > 0, norm_s, xp.ones_like(norm_s))
     return xs / xp.astype(safe, x.dtype), norm_s, two_e

@@ -97,23 +97,22 @@ def polar_cutoff(xp, x, floor: float) -> float:
     return min(x.shape[-1] * bb.dtype_eps(xp, bb.wide_dtype(xp, x.dtype)), 0.1 * float(floor))
 
 
-def tight_start(xp, x, eps, bound=False):
+def tight_start(xp, x, eps, bound=False, amax=None):
     """Unit-Frobenius scaling, then the free Gram tightening (see :func:`~spectral_ops.polar`).
 
     Returns ``(x, A, A2)`` with ``A = x x^T`` and ``A2 = A @ A`` for the scaled ``x``;
     with ``bound``, also the scale itself, shape (..., 1, 1) in the wide dtype:
     ``||x||_F ||(x x^T)^2||_F^(1/4) (1 + eps)``, an upper bound on ``s_max(x)``
-    within a factor ``m^(1/8)`` of it.
+    within a factor ``m^(1/8)`` of it. ``amax``: ``max|x|`` where the caller has it
+    (see :func:`~spectral_ops._backbone.power_of_two_scale`).
     """
-    x, norm_s, two_e = bb.frobenius_scale(xp, x)
+    x, norm_s, two_e = bb.frobenius_scale(xp, x, amax)
     a = fp.gram(xp, x)
     a2 = a @ a
     s8 = bb.frobenius_norm(xp, a2)
-    # >= s_max, with a margin for round-off in A2; a zero matrix keeps scale 1 (the power
+    # >= s_max, with a margin for round-off in A2; a zero matrix gets 1 + eps (the power
     # of a safe value: s8^0.25 at 0 would send an infinite derivative into autodiff)
-    positive = s8 > 0
-    ones = xp.ones_like(s8)
-    k = xp.where(positive, xp.where(positive, s8, ones) ** 0.25 * (1.0 + eps), ones)
+    k = xp.where(s8 > 0, s8, xp.ones_like(s8)) ** 0.25 * (1.0 + eps)
     kc = xp.astype(k, x.dtype)
     k2 = xp.astype(k * k, x.dtype)
     start = (x / kc, a / k2, a2 / (k2 * k2))

@@ -172,6 +172,62 @@ def _exact(b, kind, tau=None, p=None):
     return (u * f[..., None, :]) @ vh
 
 
+@pytest.mark.parametrize("backend,dtype", [p for p in backend_params()
+                                           if p.id.split("-")[-1] in ("float32", "float64",
+                                                                      "bfloat16")])
+def test_power_of_two_scale_is_exact_and_in_range(backend, dtype):
+    # the prescale every route starts with: x = xs * scale exactly, scale a finite power
+    # of two, max|xs| in [1, 2) or (where log2 rounds up just below a power of two)
+    # within 2^-17 below 1, from the smallest subnormal to the largest finite value;
+    # zero and NaN matrices get 1, a matrix with an infinity a finite scale
+    import array_api_compat
+
+    from spectral_ops import _backbone as bb
+
+    np_dtype = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}[dtype]
+    fi = np.finfo(np_dtype)
+    lo = -149 if np_dtype == np.float32 else -1074
+    # powers of two, the values 1 to 40 units in the last place below them, and the extremes
+    vals = []
+    for k in range(lo, fi.maxexp, 7 if np_dtype == np.float64 else 1):
+        v = np_dtype(2.0) ** np_dtype(k) if k >= fi.minexp else np_dtype(fi.smallest_subnormal) * 2.0 ** (k - lo)
+        vals.append(v)
+        for d in (1, 3, 40):
+            w = v
+            for _ in range(d):
+                w = np.nextafter(w, np_dtype(0))
+            if w > 0:
+                vals.append(w)
+    vals += [fi.max, fi.smallest_subnormal, fi.tiny]
+    col = np.asarray(vals, dtype=np_dtype)
+    if dtype == "bfloat16":  # values bfloat16 holds exactly: the top 8 bits
+        col = (col.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+        col = col[col > 0]
+    xp = array_api_compat.array_namespace(backend(np.zeros((1, 1)), dtype))
+    if array_api_compat.is_jax_namespace(xp):  # XLA on CPUs flushes subnormals to zero
+        col = col[col / 3 >= fi.tiny]
+    # one matrix per value: (value, -value / 3) in a row
+    b = np.stack([col, -col / 3], axis=-1)[:, None, :]
+    x = backend(b, dtype)
+    xs, scale = bb.power_of_two_scale(xp, x)
+    xs64 = to_numpy(xs).astype(np.float64)
+    s64 = to_numpy(scale).astype(np.float64)
+    m = np.abs(xs64).max(axis=(-2, -1))
+    assert np.isfinite(s64).all() and (s64 > 0).all()
+    assert (np.log2(s64) == np.round(np.log2(s64))).all()  # powers of two
+    # 2 itself where log2 rounds down at an exact power of two (XLA's on CPUs, at 2^13
+    # in float32 among others)
+    top = 2.0 if array_api_compat.is_jax_namespace(xp) else np.nextafter(2.0, 0)
+    assert ((m >= 1 - 2.0**-17) & (m <= top)).all(), col[(m < 1 - 2.0**-17) | (m > top)]
+    np.testing.assert_array_equal(xs64 * s64, to_numpy(x).astype(np.float64))  # exact
+    # zero, NaN and infinite matrices
+    special = backend(np.array([[[0.0, 0.0]], [[np.nan, 1.0]], [[np.inf, 1.0]]]), dtype)
+    xs, scale = bb.power_of_two_scale(xp, special)
+    s = to_numpy(scale).astype(np.float64).ravel()
+    assert s[0] == 1 and s[1] == 1 and np.isfinite(s[2])
+    assert (to_numpy(xs).astype(np.float64)[0] == 0).all()
+
+
 @pytest.mark.parametrize("scale", [1e-30, 1e-10, 1e10, 1e30])
 @pytest.mark.parametrize("kind,method", [m for m in MAPS if m[1] != "jordan"])
 def test_every_route_holds_across_float32_scales(scale, kind, method):
