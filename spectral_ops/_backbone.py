@@ -442,9 +442,9 @@ def frobenius_norm(xp, x):
                     xp.zeros_like(s2))
 
 
-def unit_frobenius(xp, x):
+def unit_frobenius(xp, x, amax=None):
     """``x / ||x||_F`` per matrix (see :func:`frobenius_scale`); zeros stay zeros."""
-    return frobenius_scale(xp, x)[0]
+    return frobenius_scale(xp, x, amax)[0]
 
 
 _ACCELERATOR_WORDS = ("cuda", "gpu", "tpu", "rocm", "mps", "xpu", "hpu", "neuron")

@@ -61,24 +61,26 @@ def lincomb(xp, terms, dtype):
     return out if wide == dtype else xp.astype(out, dtype)
 
 
-def polar_factor(xp, x, plan, start=None):
+def polar_factor(xp, x, plan, start=None, amax=None):
     """The polar factor of the wide-oriented ``x`` by the method of ``plan``.
 
     ``plan`` is a :class:`~spectral_ops.PolarPlan`; this is the executor of
     :func:`~spectral_ops.polar` and of the polar factors and signs inside
     :func:`~spectral_ops.clip` and :func:`~spectral_ops.power`. ``start``: the
     :func:`tight_start` of ``x`` where the caller has it (Polar Express and Gram
-    Newton-Schulz only).
+    Newton-Schulz only). ``amax``: ``max|x|`` per matrix where the caller has it
+    (:attr:`~spectral_ops._backbone.Prepared.amax`), for the methods that start
+    with the Frobenius scaling (one read of ``x`` fewer).
     """
     if plan.method == "polar_express":
-        return polar_express(xp, x, plan.coefficients, plan.eps, start)
+        return polar_express(xp, x, plan.coefficients, plan.eps, start, amax)
     if plan.method == "gram":
         return gram_newton_schulz(xp, x, plan.coefficients, plan.eps, plan.restart_after,
-                                  start)
+                                  start, amax)
     if start is not None:
         raise ValueError(f"a tight start applies to polar_express and gram, not {plan.method}")
     if plan.method == "jordan":
-        return jordan(xp, x, plan.coefficients)
+        return jordan(xp, x, plan.coefficients, amax)
     if plan.method == "qdwh":
         return qdwh(xp, x, plan.qdwh_weights)
     if plan.method == "eigh":  # p = 0 of the power map: W (s^2 + ridge)^(-1/2) W^T x
@@ -119,12 +121,13 @@ def tight_start(xp, x, eps, bound=False, amax=None):
     return start + ((k * norm_s) * two_e,) if bound else start
 
 
-def polar_express(xp, x, coefs, eps, start=None):
+def polar_express(xp, x, coefs, eps, start=None, amax=None):
     """Polar Express: the odd quintics and nonics ``coefs`` after the tight start.
 
-    ``start``: the ``(x, A, A2)`` of :func:`tight_start`, where the caller has it.
+    ``start``: the ``(x, A, A2)`` of :func:`tight_start`, where the caller has it;
+    ``amax`` as in :func:`tight_start`.
     """
-    x, a, a2 = tight_start(xp, x, eps) if start is None else start
+    x, a, a2 = tight_start(xp, x, eps, amax=amax) if start is None else start
     comb = functools.partial(lincomb, xp)
     for t, coef in enumerate(coefs):
         if len(coef) == 5:
@@ -169,16 +172,17 @@ def quintic_step(xp, x, coefs):
     return fp.matmul_acc(xp, x, poly, x, beta=ca, combine=comb)  # aX + (bA + cA^2) X
 
 
-def jordan(xp, x, coefs):
-    """Muon's quintic with torch.optim.Muon's arithmetic: Frobenius scaling, fixed steps."""
-    x = bb.unit_frobenius(xp, x)
+def jordan(xp, x, coefs, amax=None):
+    """Muon's quintic with torch.optim.Muon's arithmetic: Frobenius scaling, fixed steps
+    (``amax`` as in :func:`tight_start`)."""
+    x = bb.unit_frobenius(xp, x, amax)
     for step in coefs:
         x = quintic_step(xp, x, step)
     return x
 
 
 @bb.in_wide_dtype
-def gram_newton_schulz(xp, x0, coefs, eps, restart_after=2, start=None):
+def gram_newton_schulz(xp, x0, coefs, eps, restart_after=2, start=None, amax=None):
     r"""Polar Express steps run on R = X X^T, the last one on X itself.
 
     With p(x) = x h(x^2), h = a + b y + c y^2, all but the last step iterate
@@ -200,8 +204,8 @@ def gram_newton_schulz(xp, x0, coefs, eps, restart_after=2, start=None):
     :func:`polar_express`.
     """
     if len(coefs) == 1:
-        return polar_express(xp, x0, coefs, eps, start)
-    x0, r, r2 = tight_start(xp, x0, eps) if start is None else start
+        return polar_express(xp, x0, coefs, eps, start, amax)
+    x0, r, r2 = tight_start(xp, x0, eps, amax=amax) if start is None else start
     eye = bb.eye_like(xp, x0, x0.shape[-2])
     q = None
     gram_steps = len(coefs) - 1

@@ -52,7 +52,7 @@ is one matrix multiplication; flops count ``2 m n k`` per ``(m x k)(k x n)``):
 from __future__ import annotations
 
 from . import _backbone as bb
-from .kernels import polar_factor, tight_start
+from .kernels import polar_factor
 from .plans import PolarPlan
 from .routing import POLAR_METHODS, plan_polar
 
@@ -158,7 +158,5 @@ def polar(B, /, *, method: str = "auto", steps: int | None = None, floor: float 
     plan = plan_polar(prep.xp, B, prep.dtype, method, steps, floor, tol)
     if prep.m == 0:
         return bb.finish(prep.xp.zeros_like(prep.x), prep)
-    # Polar Express starts from prepare's max|B| (no second read of B)
-    start = (tight_start(prep.xp, prep.x, plan.eps, amax=prep.amax)
-             if plan.method == "polar_express" else None)
-    return bb.finish(polar_factor(prep.xp, prep.x, plan, start), prep)
+    # the Frobenius scaling starts from prepare's max|B| (no second read of B)
+    return bb.finish(polar_factor(prep.xp, prep.x, plan, amax=prep.amax), prep)

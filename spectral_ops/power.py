@@ -162,7 +162,7 @@ def power(B, p, /, *, method: str = "auto", eps: float | None = None, floor: flo
     if prep.m == 0:
         return bb.finish(xp.zeros_like(x), prep)
     if plan.route == "polar":
-        return bb.finish(polar_factor(xp, x, plan.polar), prep)
+        return bb.finish(polar_factor(xp, x, plan.polar, amax=prep.amax), prep)
     # power(c B, p) = c^p power(B, p), with c the exact power of two that brings
     # max|B| into [1, 2) (or just below 1): no Gram product can overflow or underflow at any scale
     x, c = bb.power_of_two_scale(xp, x, prep.amax)
