@@ -156,7 +156,8 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     """Validate ``B`` and return it in the compute dtype, oriented wide.
 
     The non-finite policy, the same on every backend and route: a matrix of
-    ``B`` that holds NaN or infinity is replaced by zeros for the computation
+    ``B`` that holds NaN or infinity (in the compute dtype: a finite entry that
+    overflows the cast to it counts) is replaced by zeros for the computation
     (so no iteration or LAPACK call ever sees it: LAPACK's SVD can loop forever
     on an infinity) and its result becomes all NaN in :func:`finish`. This costs
     two elementwise passes and no host synchronisation.
@@ -177,16 +178,19 @@ def prepare(B, *, name: str = "B", compute_dtype=None, check_finite: bool = Fals
     """
     xp = validate_array(B, name)
     dtype = resolve_dtype(xp, compute_dtype, B.dtype)
-    finite, amax = all_finite(xp, B)
-    if check_finite:
-        require(xp, finite, f"{name} contains NaN or infinite values; clean the input (e.g. "
-                            f"zero the non-finite entries) or pass check_finite=False: then "
-                            f"the result of such a matrix is NaN.")
     x = B if dtype == B.dtype else xp.astype(B, dtype)
+    # tested in the compute dtype: a finite entry that overflows the cast is infinite
+    # there, and an SVD would loop on it
+    finite, amax = all_finite(xp, x)
+    if check_finite:
+        where_ = "" if x is B else f" (after the cast to {dtype_name(xp, dtype)})"
+        require(xp, finite, f"{name} contains NaN or infinite values{where_}; clean the input "
+                            f"(e.g. zero the non-finite entries) or pass check_finite=False: "
+                            f"then the result of such a matrix is NaN.")
     zero = xp.zeros_like(finite, dtype=x.dtype)  # (..., 1, 1): no full fill
     x = xp.where(finite, x, zero)
-    if amax is not None:  # max|x| of the zeroed x (rounding to a dtype is monotone)
-        amax = xp.where(finite, xp.astype(amax, x.dtype, copy=False), zero)
+    if amax is not None:  # max|x| of the zeroed x
+        amax = xp.where(finite, amax, zero)
     transposed = B.shape[-2] > B.shape[-1]
     if transposed:
         x = xp.linalg.matrix_transpose(x)
@@ -209,6 +213,10 @@ def all_finite(xp, B):
                                  or array_api_compat.is_numpy_array(B)):
         return xp.all(xp.isfinite(B), axis=(-2, -1), keepdims=True), None
     amax = max_abs(xp, B)
+    if array_api_compat.is_torch_array(amax):
+        # a scale, piecewise constant in B: no gradient through it (through the max
+        # of a matrix with a NaN, torch's backward would make that matrix's gradient NaN)
+        amax = amax.detach()
     return xp.isfinite(amax), amax
 
 
@@ -367,7 +375,7 @@ def power_of_two_scale(xp, x, amax=None):
     under ``2^-24 max|x|`` in float16), where it is rounded as a cast of the
     float32 product would round it, to within one subnormal step. Zero and NaN
     matrices get ``2^0``, matrices with an infinity the largest finite power of
-    two. Just below a power of two ``log2`` may round up to it (measured in
+    two of ``x``'s dtype. Just below a power of two ``log2`` may round up to it (measured in
     float32: within 5.3e-6 relative, at exponents from -131 to 127); there
     ``max|x / 2^e|`` is in [1 - 2^-17, 1) instead of [1, 2), which is as safe;
     XLA's ``log2`` on CPUs rounds down at some exact powers of two (2^13 in
@@ -387,7 +395,8 @@ def power_of_two_scale(xp, x, amax=None):
     amax = xp.where(amax > 0, amax, xp.ones_like(amax))  # zero and NaN (compares false): 1
     # capped so that 2^e stays finite: an infinite max (log2 gives inf), and log2
     # rounding up to 2^(maxexp) just below the dtype's largest power of two
-    exponent = xp.minimum(xp.floor(xp.log2(amax)), xp.full_like(amax, _MAX_EXP[dtype_name(xp, wide)]))
+    # (x's dtype's cap: the halves are applied in it, float16's up to 2^15)
+    exponent = xp.minimum(xp.floor(xp.log2(amax)), xp.full_like(amax, _MAX_EXP[dtype_name(xp, x.dtype)]))
     # made on x's device by a fill: a scalar copied from the host would make
     # torch wait for the device (a synchronisation per call)
     two = xp.full_like(amax, 2.0)
@@ -397,8 +406,8 @@ def power_of_two_scale(xp, x, amax=None):
     return xs, xp.pow(two, exponent)  # 2^e, finite: the exponent is capped
 
 
-#: The exponent of the largest finite power of two of the wide dtypes.
-_MAX_EXP = {"float32": 127.0, "float64": 1023.0}
+#: The exponent of the largest finite power of two of each dtype.
+_MAX_EXP = {"float16": 15.0, "bfloat16": 127.0, "float32": 127.0, "float64": 1023.0}
 
 
 def frobenius_scale(xp, x, amax=None):

@@ -228,6 +228,60 @@ def test_power_of_two_scale_is_exact_and_in_range(backend, dtype):
     assert (to_numpy(xs).astype(np.float64)[0] == 0).all()
 
 
+def test_float16_prescale_keeps_an_infinity_infinite():
+    # the exponent is capped at float16's largest power of two (2^15): halves of a
+    # float32 cap (2^-64) would round to 0 there and turn inf into NaN
+    from spectral_ops import _backbone as bb
+    import array_api_compat.numpy as xnp
+
+    x = np.array([[[np.inf, 1.0]], [[60000.0, 1.0]]], dtype=np.float16)
+    with np.errstate(all="raise"):
+        xs, scale = bb.power_of_two_scale(xnp, x)
+    assert np.isposinf(xs[0, 0, 0]) and scale[0, 0, 0] == 2.0**15
+    assert scale[1, 0, 0] == 2.0**15 and xs[1, 0, 0] * 2.0**15 == 60000.0
+
+
+_OVERFLOW_CAST = r"""
+import sys, numpy as np
+from spectral_ops import polar, power
+lib, route = sys.argv[1:]
+b = np.array([[np.finfo(np.float32).max, 1.0, 0.5], [0.25, 2.0, 1.0]], np.float32)
+if lib == "torch":
+    import torch
+    b = torch.tensor(b)
+y = (polar(b, method=route, compute_dtype="float16") if route in ("svd", "auto")
+     else power(b, 0.5, method=route, compute_dtype="float16"))
+y = y.float().numpy() if lib == "torch" else np.asarray(y)
+print("all nan" if np.isnan(y).all() else f"not nan: {y}")
+"""
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("route", ["svd", "auto", "newton"])
+def test_compute_dtype_overflow_gives_nan_not_a_hang(lib, route):
+    # a finite float32 input whose cast to float16 overflows: infinite in the compute
+    # dtype, so NaN; the SVD route looped inside LAPACK on it (in a subprocess: a hang
+    # there cannot be interrupted in this one)
+    if lib == "torch":
+        pytest.importorskip("torch", reason="torch is not installed")
+    proc = subprocess.run([sys.executable, "-W", "ignore::RuntimeWarning", "-c", _OVERFLOW_CAST,
+                           lib, route], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "all nan", proc.stdout
+
+
+def test_nan_matrix_leaves_the_other_gradients_finite():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    W = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    bad = torch.zeros(2, 4, 6)
+    bad[1, 0, 0] = float("nan")
+    for f in (lambda b: polar(b), lambda b: polar(b, method="polar_express"),
+              lambda b: polar(b, method="jordan", steps=5), lambda b: power(b, 0.5, method="newton")):
+        W.grad = None
+        f(W + bad)[0].sum().backward()  # reads only the finite matrix
+        assert torch.isfinite(W.grad).all()
+
+
 @pytest.mark.parametrize("scale", [1e-30, 1e-10, 1e10, 1e30])
 @pytest.mark.parametrize("kind,method", [m for m in MAPS if m[1] != "jordan"])
 def test_every_route_holds_across_float32_scales(scale, kind, method):
