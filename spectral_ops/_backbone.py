@@ -378,8 +378,8 @@ def power_of_two_scale(xp, x, amax=None):
     two of ``x``'s dtype. Just below a power of two ``log2`` may round up to it (measured in
     float32: within 5.3e-6 relative, at exponents from -131 to 127); there
     ``max|x / 2^e|`` is in [1 - 2^-17, 1) instead of [1, 2), which is as safe;
-    XLA's ``log2`` on CPUs rounds down at some exact powers of two (2^13 in
-    float32), where it is 2.
+    XLA's ``log2`` on CPUs rounds down at and just above some exact powers of
+    two (2^13 in float32), where it reaches 2 (2.0000002 measured), as safe too.
     Returns ``x`` scaled in its dtype and ``2^e`` in the wide dtype, shape
     ``(..., 1, 1)``. ``amax``: ``max|x|`` per matrix where the caller has it
     (:attr:`Prepared.amax`), which saves reading ``x`` twice.
