@@ -16,7 +16,6 @@ No framework is imported here: everything goes through the array API.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,6 +326,10 @@ _MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38,
         "float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
 
 
+#: The exponent of each dtype's largest finite power of two (the prescale's cap).
+_MAX_EXP = {"float16": 15.0, "bfloat16": 127.0, "float32": 127.0, "float64": 1023.0}
+
+
 _TINY = {"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126, "float64": 2.0**-1022}
 
 
@@ -384,10 +387,10 @@ def power_of_two_scale(xp, x, amax=None):
     ``(..., 1, 1)``. ``amax``: ``max|x|`` per matrix where the caller has it
     (:attr:`Prepared.amax`), which saves reading ``x`` twice.
 
-    At most twenty elementary operations (each a launch on a GPU, a fixed cost
-    per call there): ``max|x|``, a zero and NaN test, ``log2``, a cap, the
-    halves' exponents ``floor(-e/2)`` and ``ceil(-e/2)``, their powers, the
-    two products and ``2^e``.
+    Eighteen elementary operations and up to three casts (each a launch on a
+    GPU, a fixed cost per call there), two fewer with ``amax``: ``max|x|``, a
+    zero and NaN test, ``log2``, a cap, the halves' exponents ``floor(-e/2)``
+    and ``ceil(-e/2)``, their powers, the two products and ``2^e``.
     """
     wide = wide_dtype(xp, x.dtype)
     # abs and max are exact in any dtype: no widened copy of x
@@ -396,7 +399,8 @@ def power_of_two_scale(xp, x, amax=None):
     # capped so that 2^e stays finite: an infinite max (log2 gives inf), and log2
     # rounding up to 2^(maxexp) just below the dtype's largest power of two
     # (x's dtype's cap: the halves are applied in it, float16's up to 2^15)
-    exponent = xp.minimum(xp.floor(xp.log2(amax)), xp.full_like(amax, _MAX_EXP[dtype_name(xp, x.dtype)]))
+    cap = xp.full_like(amax, _MAX_EXP[dtype_name(xp, x.dtype)])
+    exponent = xp.minimum(xp.floor(xp.log2(amax)), cap)
     # made on x's device by a fill: a scalar copied from the host would make
     # torch wait for the device (a synchronisation per call)
     two = xp.full_like(amax, 2.0)
@@ -405,9 +409,6 @@ def power_of_two_scale(xp, x, amax=None):
     xs = (x * xp.astype(up, x.dtype, copy=False)) * xp.astype(down, x.dtype, copy=False)
     return xs, xp.pow(two, exponent)  # 2^e, finite: the exponent is capped
 
-
-#: The exponent of the largest finite power of two of each dtype.
-_MAX_EXP = {"float16": 15.0, "bfloat16": 127.0, "float32": 127.0, "float64": 1023.0}
 
 
 def frobenius_scale(xp, x, amax=None):
