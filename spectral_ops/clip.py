@@ -397,7 +397,8 @@ class _Scaled(NamedTuple):
 
 def _scale(xp, x, t, eps=None):
     """``x`` in the wide dtype over ``c``, the exact power of two that brings max|x|
-    into [1, 2) (or just below 1), and ``tau`` over ``c`` alike: ``clip(B, tau) = c clip(B / c, tau / c)``,
+    into [1, 2) (or just below 1), and ``tau`` over ``c`` alike:
+    ``clip(B, tau) = c clip(B / c, tau / c)``,
     with no overflow or underflow at any scale. With ``eps`` (the wide dtype's),
     also the tight start of ``x / c`` and its scale."""
     wide = bb.wide_dtype(xp, x.dtype)

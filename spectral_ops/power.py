@@ -164,7 +164,8 @@ def power(B, p, /, *, method: str = "auto", eps: float | None = None, floor: flo
     if plan.route == "polar":
         return bb.finish(polar_factor(xp, x, plan.polar, amax=prep.amax), prep)
     # power(c B, p) = c^p power(B, p), with c the exact power of two that brings
-    # max|B| into [1, 2) (or just below 1): no Gram product can overflow or underflow at any scale
+    # max|B| into [1, 2) (or just below 1): no Gram product can overflow or underflow
+    # at any scale
     x, c = bb.power_of_two_scale(xp, x, prep.amax)
     if plan.route == "eigh":  # c^p in float64 too: one rounding to the input's dtype
         # p = 0 is the partial polar factor: polar's cut-off (see polar_cutoff)
